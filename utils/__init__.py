@@ -1,0 +1,1 @@
+"""Shared helpers of the training script: errors, config, losses, I/O."""
