@@ -1,0 +1,338 @@
+"""The YAML schema, validated once, up front.
+
+The schema is the authors' one (their config files load as they are,
+misspelled keys ``temperatur`` and ``output_paht`` included) plus a few keys
+of ours, each with a default that keeps the authors' behaviour. ``load_config``
+returns a plain nested dict with every key present and every value checked;
+nothing below ``train.py`` re-reads raw YAML or guesses defaults.
+"""
+import copy
+import difflib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from utils.errors import UserInputError
+
+BACKBONES = (
+    "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
+    "densenet121", "densenet161", "densenet169", "densenet201", "bn_inception",
+)
+DATASETS = ("cub", "cars", "sop", "in_shop", "demo")
+BACKBONE_LOSSES = ("lsce", "focalce", "ce")
+MPN_LOSSES = ("lsgnn", "focalgnn", "gnn")
+
+
+@dataclass(frozen=True)
+class Option:
+    """One config key: its default (``REQUIRED`` if none), type and doc."""
+
+    default: Any
+    kind: type
+    doc: str
+    choices: tuple = ()
+    minimum: float = None
+    nullable: bool = False
+
+
+REQUIRED = object()
+
+
+def _flag(default, doc):
+    return Option(default, int, doc, choices=(0, 1))
+
+
+SCHEMA = {
+    "mode": Option(REQUIRED, str, "train: train and evaluate after every epoch; test: load weights and "
+                   "evaluate once; hyper_search: random search (see hyper_search).",
+                   choices=("train", "test", "hyper_search")),
+    "application": Option("DML", str, "Authors' key, only 'DML' is meaningful.", choices=("DML",)),
+    "output_paht": Option(".", str, "Authors' spelling, kept on purpose: folder under which runs/ is "
+                          "created unless --output_dir is given."),
+    "models": {
+        "encoder_params": {
+            "pretrained_path": Option("no", str, "Trained backbone weights to load (test mode, --bb_path); "
+                                      "'no' for none."),
+            "net_type": Option(REQUIRED, str, "Backbone.", choices=BACKBONES),
+            "neck": _flag(0, "1 adds the BatchNorm1d bottleneck before a bias-free classifier."),
+            "last_stride": _flag(0, "1 sets the stride of the last ResNet stage to 1."),
+            "red": Option(4, int, "ResNet-50+: Linear 2048 -> 2048/red (512 for 4); DenseNet: >1 adds a "
+                          "Linear to 512; ResNet-18/34 ignore it.", minimum=1),
+            "bn_inception": {
+                "embed": _flag(1, "BN-Inception: 1 adds the Linear 'embed' 1024 -> sz_embedding."),
+                "sz_embedding": Option(512, int, "BN-Inception embedding size with embed: 1.", minimum=1),
+            },
+            "imagenet_pretrained": _flag(1, "Ours. 1 starts the trunk from ImageNet weights, 0 from random "
+                                         "initialisation (ignored when pretrained_path is set)."),
+            "imagenet_weights": Option(None, str, "Ours. Local ImageNet weights file (or URL for "
+                                       "bn_inception); null uses torchvision's weights API and cache.",
+                                       nullable=True),
+            "checkpointing": _flag(0, "Ours. 1 uses gradient checkpointing of the ResNet stages "
+                                   "(less memory, same numbers)."),
+            "channels_last": _flag(0, "Ours. 1 uses the channels_last memory format (faster on GPU)."),
+        },
+        "gnn_params": {
+            "pretrained_path": Option("no", str, "Trained MPN weights to load (--gnn_path); 'no' for none."),
+            "red": Option(1, int, "dim_red maps d -> d/red.", minimum=1),
+            "cat": _flag(0, "1 concatenates the outputs of all layers."),
+            "every": _flag(0, "1 gives every layer its own classifier and loss term."),
+            "gnn": {
+                "num_layers": Option(1, int, "Message passing layers.", minimum=1),
+                "aggregator": Option("add", str, "How messages are combined.", choices=("add", "mean", "max")),
+                "num_heads": Option(2, int, "Attention heads.", minimum=1),
+                "attention": Option("dot", str, "Attention type (dot product).", choices=("dot",)),
+                "mlp": _flag(1, "1 keeps the feed-forward block."),
+                "dropout_mlp": Option(0.1, float, "Dropout inside the feed-forward block.", minimum=0),
+                "norm1": _flag(1, "1 keeps the LayerNorm after attention."),
+                "norm2": _flag(1, "1 keeps the LayerNorm after the feed-forward block."),
+                "res1": _flag(1, "1 keeps the residual around attention."),
+                "res2": _flag(1, "1 keeps the residual around the feed-forward block."),
+                "dropout_1": Option(0.1, float, "Dropout on the attention output.", minimum=0),
+                "dropout_2": Option(0.1, float, "Dropout on the feed-forward output.", minimum=0),
+                "mult_attr": _flag(0, "1 multiplies attention weights by the correlation edge weights."),
+            },
+            "classifier": {
+                "neck": _flag(1, "1: BatchNorm1d then a bias-free Linear; 0: Linear with bias."),
+                "num_classes": Option(REQUIRED, int, "MPN classifier outputs; must equal dataset.num_classes.",
+                                      minimum=1),
+                "dropout_p": Option(0.4, float, "Authors' key, unused by their model.", minimum=0),
+                "use_batchnorm": _flag(0, "Authors' key, unused by their model."),
+            },
+        },
+    },
+    "graph_params": {
+        "sim_type": Option("correlation", str, "Edge weights: Pearson correlation.", choices=("correlation",)),
+        "thresh": Option("no", str, "'no': fully connected graph (the paper's).", choices=("no",)),
+        "set_negative": Option("hard", str, "Authors' key: negative correlations set to 0.", choices=("hard",)),
+    },
+    "dataset": {
+        "dataset_path": Option(REQUIRED, str, "Dataset root (holds images/ or, for In-Shop, Img/ and Eval/)."),
+        "dataset_short": Option(REQUIRED, str, "Which dataset; selects splits and metrics.", choices=DATASETS),
+        "num_classes": Option(REQUIRED, int, "Training classes; the next ones are the test classes.", minimum=2),
+        "number_aug": Option(2, int, "Authors' key, unused."),
+        "magnitude": Option(27, int, "Authors' key, unused."),
+        "trans": Option("GL_orig_RE", str, "Transforms: GL_orig_RE (with random erasing) or GLorig.",
+                        choices=("GL_orig_RE", "GLorig")),
+        "sampling": Option("no", str, "Authors' key, only 'no'.", choices=("no",)),
+        "bssampling": Option("no", str, "NumberSampler draws P (classes per batch) anew every epoch.",
+                             choices=("no", "NumberSampler")),
+        "val": _flag(0, "Authors' key, implemented by us: 1 holds out val_fraction of the training classes "
+                     "to pick the best epoch; the test set is evaluated once at the end."),
+        "val_fraction": Option(0.15, float, "Ours. Share of training classes held out with val: 1.",
+                               minimum=0),
+        "nb_workers": Option(4, int, "Data loader worker processes.", minimum=0),
+        "crop_size": Option(227, int, "Ours. Crop size of the transforms.", minimum=8),
+        "resize_size": Option(256, int, "Ours. Resize before the evaluation centre crop.", minimum=8),
+        "skip_broken_images": _flag(0, "Ours. 1 skips unreadable images (counted in the log) instead of "
+                                    "stopping."),
+    },
+    "train_params": {
+        "num_classes_iter": Option(6, int, "P: classes per batch.", minimum=1),
+        "num_elements_class": Option(9, int, "K: images per class in a batch.", minimum=1),
+        "lr": Option(REQUIRED, float, "RAdam learning rate.", minimum=0),
+        "weight_decay": Option(0.0, float, "Decoupled weight decay.", minimum=0),
+        "num_epochs": Option(70, int, "Epochs.", minimum=1),
+        "is_apex": _flag(0, "1: mixed precision (Apex amp O1 if installed, else torch autocast)."),
+        "temperatur": Option(1.0, float, "Authors' spelling, kept on purpose: logits are divided by it.",
+                             minimum=1e-8),
+        "output_train_enc": Option("plain", str, "Backbone output fed to the MPN.",
+                                   choices=("plain", "norm", "neck")),
+        "output_train_gnn": Option("plain", str, "MPN output option.", choices=("plain", "norm", "neck")),
+        "loss_fn": {
+            "fns": Option(REQUIRED, str, "Loss terms joined by '_': lsce|ce|focalce for the backbone, "
+                          "lsgnn|gnn|focalgnn for the MPN."),
+            "scaling_ce": Option(1.0, float, "Weight of the backbone term."),
+            "scaling_gnn": Option(1.0, float, "Weight of the MPN term."),
+            "scaling_distance": Option(0.01, float, "Authors' key, unused."),
+            "scaling_center": Option(0.5, float, "Authors' key, unused."),
+            "scaling_triplet": Option(1.0, float, "Authors' key, unused."),
+            "scaling_of": Option(1.0, float, "Authors' key, unused."),
+            "scaling_of_pre": Option(1.0, float, "Authors' key, unused."),
+            "scaling_distill": Option(1.0, float, "Authors' key, unused."),
+            "soft_temp": Option(1.0, float, "Authors' key, unused."),
+            "feats": Option("no", str, "Authors' key, unused."),
+            "preds": Option("no", str, "Authors' key, unused."),
+        },
+        "lr_drop_epochs": Option([31, 51], list, "Ours. At the start of each of these epochs the best "
+                                 "weights are reloaded; the lr becomes lr/10 at the first one."),
+        "max_iters_per_epoch": Option(None, int, "Ours. Stop an epoch after this many steps (smoke runs).",
+                                      minimum=1, nullable=True),
+        "eval_before_training": _flag(0, "Ours. 1 evaluates once before the first epoch (epoch 0)."),
+        "seed": Option(0, int, "Ours. Seed of sampler, initialisation and augmentation (--seed)."),
+        "graph_scope": Option("local", str, "Ours, multi-GPU: 'local' builds the graph per GPU batch (the "
+                              "paper's), 'global' over the batches of all GPUs.", choices=("local", "global")),
+        "sync_bn": _flag(0, "Ours, multi-GPU: 1 converts BatchNorm to SyncBatchNorm."),
+    },
+    "eval_params": {
+        "cat": _flag(0, "Authors' key, unused."),
+        "output_test_enc": Option("plain", str, "Backbone output used as the embedding.",
+                                  choices=("plain", "norm", "neck")),
+        "output_test_gnn": Option("plain", str, "Authors' key, unused at test time.",
+                                  choices=("plain", "norm", "neck")),
+        "batch_size": Option(64, int, "Ours. Images per batch when extracting embeddings.", minimum=1),
+        "block_size": Option(1024, int, "Ours. Queries per block in Recall@K (bounds memory).", minimum=1),
+    },
+    "hyper_search": {
+        "num_trials": Option(30, int, "Ours. Random-search trials (the authors ran 30).", minimum=1),
+        "num_epochs": Option(40, int, "Epochs per trial (the authors' 40).", minimum=1),
+    },
+}
+
+
+def load_config(path, overrides=None):
+    """Read, merge command-line overrides into, and validate a YAML config.
+
+    ``overrides`` maps dotted keys (``dataset.dataset_path``) to values;
+    each replaces exactly its own key. Returns a complete, checked dict.
+    """
+    raw = read_yaml(path)
+    for dotted_key, value in (overrides or {}).items():
+        _set_dotted(raw, dotted_key, value)
+    config = validate(raw, SCHEMA, prefix="", source=path)
+    check_consistency(config, path)
+    return config
+
+
+def read_yaml(path):
+    path = Path(path)
+    if not path.is_file():
+        raise UserInputError(f"Config file {path} does not exist; pass an existing YAML file with "
+                             "--config_path (see config/).")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise UserInputError(f"Config file {path} is not valid YAML{where}; fix the syntax there.") from None
+    if not isinstance(raw, dict):
+        raise UserInputError(f"Config file {path} does not hold a mapping of sections; start from one of "
+                             "the files in config/.")
+    return raw
+
+
+def _set_dotted(raw, dotted_key, value):
+    node = raw
+    *parents, leaf = dotted_key.split(".")
+    for name in parents:
+        node = node.setdefault(name, {})
+    node[leaf] = value
+
+
+def validate(raw, schema, prefix, source):
+    """Check ``raw`` against ``schema``; returns a new dict with defaults filled."""
+    if not isinstance(raw, dict):
+        raise UserInputError(f"Key '{prefix.rstrip('.')}' in {source} must be a section (a mapping), "
+                             f"got {raw!r}.")
+    for key in raw:
+        if key not in schema:
+            close = difflib.get_close_matches(str(key), list(schema), n=1)
+            hint = f"did you mean '{prefix}{close[0]}'?" if close else \
+                f"allowed keys here: {', '.join(schema)}."
+            raise UserInputError(f"Unknown key '{prefix}{key}' in {source}; {hint}")
+    checked = {}
+    for key, spec in schema.items():
+        name = prefix + key
+        if isinstance(spec, dict):
+            checked[key] = validate(raw.get(key, {}), spec, name + ".", source)
+        elif key in raw:
+            checked[key] = check_value(raw[key], spec, name, source)
+        elif spec.default is REQUIRED:
+            raise UserInputError(f"Key '{name}' is missing in {source}; add it ({spec.doc}).")
+        else:
+            checked[key] = copy.deepcopy(spec.default)
+    return checked
+
+
+def check_value(value, spec, name, source):
+    """One value against its option: type, choices and lower bound."""
+    if value is None and spec.nullable:
+        return None
+    value = _coerce(value, spec.kind)
+    if value is None:
+        raise UserInputError(f"Key '{name}' in {source} must be of type {spec.kind.__name__}, got "
+                             f"{value!r}; fix its value.")
+    if spec.choices and value not in spec.choices:
+        allowed = ", ".join(str(choice) for choice in spec.choices)
+        raise UserInputError(f"Key '{name}' in {source} has the unknown value {value!r}; allowed: {allowed}.")
+    if spec.minimum is not None and value < spec.minimum:
+        raise UserInputError(f"Key '{name}' in {source} is {value!r} but must be at least {spec.minimum}.")
+    return value
+
+
+def _coerce(value, kind):
+    """The value as ``kind`` when that is unambiguous, else None."""
+    if kind is float:
+        # PyYAML reads '1e-4' (no dot) as a string; accept any number.
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                return None
+        return None
+    if kind is int:
+        if isinstance(value, bool):
+            return int(value)
+        return value if isinstance(value, int) else None
+    if kind is str:
+        # The authors write thresholds like `thresh: no` that YAML may read as a bool.
+        if isinstance(value, bool):
+            return "no" if value is False else None
+        return value if isinstance(value, str) else None
+    return value if isinstance(value, kind) else None
+
+
+def check_consistency(config, source):
+    """Rules that tie several keys together."""
+    fns = config["train_params"]["loss_fn"]["fns"]
+    terms = fns.split("_")
+    unknown = [term for term in terms if term not in BACKBONE_LOSSES + MPN_LOSSES]
+    if unknown:
+        raise UserInputError(f"Key 'train_params.loss_fn.fns' in {source} has the unknown term "
+                             f"'{unknown[0]}'; allowed terms: {', '.join(BACKBONE_LOSSES + MPN_LOSSES)} "
+                             "joined by '_'.")
+    if not any(term in BACKBONE_LOSSES + MPN_LOSSES for term in terms):
+        raise UserInputError(f"Key 'train_params.loss_fn.fns' in {source} selects no loss term.")
+    num_classes = config["dataset"]["num_classes"]
+    mpn_classes = config["models"]["gnn_params"]["classifier"]["num_classes"]
+    if mpn_classes != num_classes:
+        raise UserInputError(f"Key 'models.gnn_params.classifier.num_classes' in {source} is {mpn_classes} "
+                             f"but dataset.num_classes is {num_classes}; set both to the number of "
+                             "training classes.")
+    drops = config["train_params"]["lr_drop_epochs"]
+    if not all(isinstance(epoch, int) and epoch >= 1 for epoch in drops) or drops != sorted(drops):
+        raise UserInputError(f"Key 'train_params.lr_drop_epochs' in {source} must be an increasing list "
+                             f"of epoch numbers (>= 1), got {drops!r}.")
+    fraction = config["dataset"]["val_fraction"]
+    if config["dataset"]["val"] and not 0 < fraction < 1:
+        raise UserInputError(f"Key 'dataset.val_fraction' in {source} must lie between 0 and 1 when "
+                             f"dataset.val is 1, got {fraction}.")
+
+
+def backbone_loss_term(fns):
+    """The backbone term selected by ``loss_fn.fns`` (authors' precedence), or None."""
+    terms = fns.split("_")
+    return next((term for term in BACKBONE_LOSSES if term in terms), None)
+
+
+def mpn_loss_term(fns):
+    """The MPN term selected by ``loss_fn.fns`` (authors' precedence), or None."""
+    terms = fns.split("_")
+    return next((term for term in MPN_LOSSES if term in terms), None)
+
+
+def iter_options(schema=SCHEMA, prefix=""):
+    """Yield ``(dotted_key, Option)`` for every leaf, in schema order (for the README)."""
+    for key, spec in schema.items():
+        if isinstance(spec, dict):
+            yield from iter_options(spec, prefix + key + ".")
+        else:
+            yield prefix + key, spec
+
+
+def config_to_yaml(config):
+    """The resolved config as YAML text (same schema, every key present)."""
+    return yaml.safe_dump(config, sort_keys=False, default_flow_style=False)
