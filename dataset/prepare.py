@@ -1,0 +1,159 @@
+"""Lay out a download the way ``build_dataset`` reads it, never touching the download.
+
+    python -m dataset.prepare sop|inshop|cars <download dir> <out dir>
+
+sop:    <out>/images/{class_id:05d}/<image> from Ebay_train.txt and Ebay_test.txt
+        (SOP's training class ids all precede its test ones, so the sorted
+        class folders put the 11,318 training classes first).
+cars:   <out>/images/{class:03d}/<image> from the devkit's cars_annos.mat
+        (all 196 classes; the first 98 train).
+inshop: <out>/Img/<image_name> and <out>/Eval/list_eval_partition.txt.
+
+Files are hard-linked (copied where the output is on another file system);
+nothing in the download is moved or deleted. A second run finds every file
+in place and reports 0 new.
+"""
+import argparse
+import logging
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from tqdm import tqdm
+
+from .annotations import read_cars_annotations, read_sop_list
+from .inshop import PARTITION_FILE, read_partition
+from utils.errors import UserInputError
+
+logger = logging.getLogger(__name__)
+
+
+def link_or_copy(source, target):
+    """Place ``source`` at ``target`` unless something is there; True when placed now.
+
+    A copy goes to a temporary name first, so an interrupted run never
+    leaves a half-written file under the final name.
+    """
+    if target.exists():
+        return False
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(source, target)
+    except OSError:  # another file system, or one without hard links
+        partial = target.with_name(target.name + ".partial")
+        try:
+            shutil.copy2(source, partial)
+            os.replace(partial, target)
+        except OSError as error:
+            raise UserInputError(f"Cannot write {target} ({error}); choose an output folder "
+                                 f"you can write to.") from error
+    return True
+
+
+def listed_image(image_root, relative_path, where):
+    source = image_root / relative_path
+    if not source.is_file():
+        raise UserInputError(f"The image {source} listed in {where} does not exist; pass the "
+                             f"complete download folder.")
+    return source
+
+
+def check_training_classes_first(train_rows, test_rows, train_file, test_file):
+    last_training_class = max(class_id for class_id, _, _ in train_rows)
+    first_test_class = min(class_id for class_id, _, _ in test_rows)
+    if first_test_class <= last_training_class:
+        raise UserInputError(
+            f"The class ids of {test_file} must all follow those of {train_file} (test class "
+            f"{first_test_class} <= training class {last_training_class}) so that the sorted "
+            f"class folders put the training classes first; use the original SOP lists.")
+
+
+def sop_plan(download, out):
+    """``(source, target)`` pairs and the number of classes for SOP."""
+    train_file, test_file = download / "Ebay_train.txt", download / "Ebay_test.txt"
+    train_rows, test_rows = read_sop_list(train_file), read_sop_list(test_file)
+    check_training_classes_first(train_rows, test_rows, train_file, test_file)
+    rows = train_rows + test_rows
+    plan = [(listed_image(download, relative_path, where),
+             out / "images" / f"{class_id:05d}" / Path(relative_path).name)
+            for class_id, relative_path, where in rows]
+    return plan, len({class_id for class_id, _, _ in rows})
+
+
+def cars_annotation_file(download):
+    """``cars_annos.mat`` at the top of the download or in its ``devkit/``."""
+    for candidate in (download / "cars_annos.mat", download / "devkit" / "cars_annos.mat"):
+        if candidate.is_file():
+            return candidate
+    return download / "cars_annos.mat"
+
+
+def cars_plan(download, out):
+    """Pairs for Cars196; zero-padded class folders so sorted order is class order."""
+    rows = read_cars_annotations(cars_annotation_file(download))
+    plan = [(listed_image(download, relative_path, where),
+             out / "images" / f"{class_id:03d}" / Path(relative_path).name)
+            for class_id, relative_path, where in rows]
+    return plan, len({class_id for class_id, _, _ in rows})
+
+
+def inshop_plan(download, out):
+    """Pairs for In-Shop: the partition file and every image it lists.
+
+    Image names (``img/...``) are looked up under ``<download>/Img`` when it
+    exists, else directly under the download folder.
+    """
+    partition = download / PARTITION_FILE
+    if not partition.is_file():
+        raise UserInputError(f"The In-Shop partition file {partition} does not exist; pass the "
+                             f"In-Shop download folder that holds Eval/ and Img/.")
+    rows = [row for split_rows in read_partition(download).values() for row in split_rows]
+    image_root = download / "Img" if (download / "Img").is_dir() else download
+    plan = [(partition, out / PARTITION_FILE)]
+    plan += [(listed_image(image_root, image_name, partition), out / "Img" / image_name)
+             for image_name, _ in rows]
+    return plan, len({item for _, item in rows})
+
+
+PLANS = {"sop": sop_plan, "cars": cars_plan, "inshop": inshop_plan}
+
+
+def prepare(name, download, out):
+    """Place every file of dataset ``name``; returns (files placed now, files in the plan)."""
+    download, out = Path(download), Path(out)
+    if not download.is_dir():
+        raise UserInputError(f"The download folder {download} does not exist; pass the folder "
+                             f"the {name} archive was unpacked into.")
+    plan, num_classes = PLANS[name](download, out)
+    placed = sum(link_or_copy(source, target)
+                 for source, target in tqdm(plan, desc=f"Preparing {name}", unit="file"))
+    logger.info("%s: %d classes, %d files in %s (%d new, %d already there).",
+                name, num_classes, len(plan), out, placed, len(plan) - placed)
+    return placed, len(plan)
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(
+        prog="python -m dataset.prepare",
+        description="Lay out a dataset download for training, by hard links or copies.")
+    parser.add_argument("dataset", choices=sorted(PLANS))
+    parser.add_argument("download_dir", help="the unpacked download (read only)")
+    parser.add_argument("out_dir", help="where the prepared layout goes")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    """Command line entry; returns the exit code (2 for a problem the user can fix)."""
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    try:
+        prepare(args.dataset, args.download_dir, args.out_dir)
+    except UserInputError as error:
+        logger.error("%s", error)
+        return UserInputError.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
