@@ -1,0 +1,129 @@
+"""ResNet backbones: torchvision's trunk, global max pooling, optional ``red`` Linear and neck."""
+from contextlib import contextmanager, nullcontext
+from functools import partial
+
+import torch
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+from torch.utils.checkpoint import checkpoint
+from torchvision import models
+
+from net.backbones.heads import classify, make_classifier, make_neck
+
+# torchvision constructor and the V1 ImageNet weights the authors started from.
+RESNETS = {
+    "resnet18": (models.resnet18, models.ResNet18_Weights.IMAGENET1K_V1),
+    "resnet34": (models.resnet34, models.ResNet34_Weights.IMAGENET1K_V1),
+    "resnet50": (models.resnet50, models.ResNet50_Weights.IMAGENET1K_V1),
+    "resnet101": (models.resnet101, models.ResNet101_Weights.IMAGENET1K_V1),
+    "resnet152": (models.resnet152, models.ResNet152_Weights.IMAGENET1K_V1),
+}
+# Quirk (load_net_misc): the authors' load_net forces red = 1 for these.
+_NO_REDUCTION = ("resnet18", "resnet34")
+
+
+class ResNetBackbone(nn.Module):
+    """conv1 .. layer4 with torchvision's names, then the embedding head.
+
+    State-dict keys and order are the authors': trunk, ``red``, ``bottleneck``,
+    ``fc``, so their released checkpoints load with ``strict=True``.
+    """
+
+    trunk_prefix = ""
+    head_prefixes = ("red.", "bottleneck.", "fc.")
+
+    def __init__(self, trunk, num_classes, red, neck, checkpointing):
+        super().__init__()
+        self.conv1 = trunk.conv1
+        self.bn1 = trunk.bn1
+        self.relu = trunk.relu
+        self.maxpool = trunk.maxpool
+        self.layer1 = trunk.layer1
+        self.layer2 = trunk.layer2
+        self.layer3 = trunk.layer3
+        self.layer4 = trunk.layer4
+        # Quirk (resnet_global_max_pool): global MAX pooling, stored under the
+        # authors' attribute name `avgpool`.
+        self.avgpool = nn.AdaptiveMaxPool2d((1, 1))
+        width = trunk.fc.in_features
+        self.embed_dim = int(width / red)
+        self.red = nn.Linear(width, self.embed_dim) if red > 1 else None
+        self.bottleneck = make_neck(self.embed_dim) if neck else None
+        self.fc = make_classifier(self.embed_dim, num_classes, neck)
+        self.checkpointing = checkpointing
+
+    def forward(self, x, output_option="plain"):
+        """``(logits, embedding)`` of images ``x`` (RGB, ImageNet-normalised)."""
+        return self.head(self.layer4_features(x), output_option)
+
+    def layer4_features(self, x):
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        for stage in (self.layer1, self.layer2, self.layer3, self.layer4):
+            x = self._run_stage(stage, x)
+        return x
+
+    def head(self, layer4_out, output_option="plain"):
+        """Global max pool -> ``red`` -> neck -> ``fc`` -> output option.
+
+        The embedding is taken after ``red`` and before the neck.
+        """
+        embedding = torch.flatten(self.avgpool(layer4_out), 1)
+        if self.red is not None:
+            embedding = self.red(embedding)
+        return classify(embedding, self.bottleneck, self.fc, output_option)
+
+    def _run_stage(self, stage, x):
+        """Run one stage, recomputed in backward when checkpointing a training step.
+
+        Gradient checkpointing is how the authors fit a batch of 54 at 227 px.
+        """
+        if not (self.checkpointing and self.training and torch.is_grad_enabled()):
+            return stage(x)
+        return checkpoint(stage, x, use_reentrant=False,
+                          context_fn=partial(_batchnorm_stats_kept_on_recompute, stage))
+
+
+def _batchnorm_stats_kept_on_recompute(stage):
+    """Checkpoint contexts: plain forward, and a recompute that leaves BN buffers as they were.
+
+    The recomputation in backward runs the stage's BatchNorms in training mode
+    a second time, which would update their running statistics (and batch
+    counters) twice per step.
+    """
+    return nullcontext(), _batchnorm_buffers_restored(stage)
+
+
+@contextmanager
+def _batchnorm_buffers_restored(module):
+    saved = [(buffer, buffer.clone())
+             for norm in module.modules() if isinstance(norm, _BatchNorm)
+             for buffer in norm.buffers()]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for buffer, value in saved:
+                buffer.copy_(value)
+
+
+def _set_last_stride_one(layer4):
+    """Stride 1 instead of 2 in the first block of the last stage (and its shortcut)."""
+    for conv in layer4[0].modules():
+        if isinstance(conv, nn.Conv2d) and conv.stride == (2, 2):
+            conv.stride = (1, 1)
+
+
+def build_resnet(net_type, encoder_params, num_classes):
+    """The ResNet ``net_type`` with randomly initialised trunk and head."""
+    constructor, _ = RESNETS[net_type]
+    trunk = constructor(weights=None)
+    if encoder_params["last_stride"]:
+        _set_last_stride_one(trunk.layer4)
+    red = 1 if net_type in _NO_REDUCTION else encoder_params["red"]
+    return ResNetBackbone(trunk, num_classes, red=red, neck=encoder_params["neck"],
+                          checkpointing=encoder_params["checkpointing"])
+
+
+def imagenet_url(net_type):
+    _, weights = RESNETS[net_type]
+    return weights.url
