@@ -1,0 +1,135 @@
+"""Multi-head dot-product attention over the complete batch graph (SPEC 5.3).
+
+The authors compute it on an edge list of all n^2 ordered pairs with scatter
+operations; on a complete graph that is the same as dense batched attention
+over the n x n score matrix of each head, which is what this file does.
+Index convention: ``[..., i, j]`` is the message from source j (key, value)
+to target i (query).
+"""
+import math
+
+import torch
+from torch import nn
+
+# The attention dropout of the authors is fixed, not read from the config.
+ATTENTION_DROPOUT = 0.1
+
+# Quirk (the released weights depend on it): the authors' softmax puts one
+# extra constant score, the null logit, in every node's denominator and
+# throws its share away, so a node's attention weights sum to less than 1.
+NULL_LOGIT = 0.0
+
+# Bound on the (targets x n x d) tensor of weighted messages that the max
+# aggregator needs; larger batches are reduced in blocks of targets.
+MAX_AGGREGATION_ELEMENTS = 2 ** 25
+
+
+def null_logit_softmax(scores):
+    """Attention weights a_ij = exp(s_ij) / (sum_j exp(s_ij) + exp(null_logit)).
+
+    A softmax over the n scores of each row plus the null logit, without the
+    null logit's own share. The shift m_i = max(null_logit, max_j s_ij) only
+    keeps the exponentials in range; it does not change the value.
+
+    Args:
+        scores: (..., n_targets, n_sources) scores s_ij.
+
+    Returns:
+        weights of the same shape; each row sums to Z / (exp(0) + Z) < 1.
+    """
+    shift = scores.amax(dim=-1, keepdim=True).clamp_min(NULL_LOGIT)
+    exp_scores = torch.exp(scores - shift)
+    exp_null_logit = torch.exp(NULL_LOGIT - shift)
+    return exp_scores / (exp_scores.sum(dim=-1, keepdim=True) + exp_null_logit)
+
+
+def aggregate_add(weights, values):
+    """sum_j a_ij v_j: (H, n, n) weights, (H, n, d) values -> (H, n, d)."""
+    return weights @ values
+
+
+def aggregate_mean(weights, values):
+    """The authors' scatter_mean over the incoming edges of each node.
+
+    On the complete graph (self-loops included) every node has exactly n
+    incoming edges, so the mean of the weighted messages is their sum / n.
+    """
+    return (weights @ values) / weights.shape[-1]
+
+
+def aggregate_max(weights, values):
+    """The authors' scatter_max: per channel, max_j a_ij v_j.
+
+    On the complete graph every node receives n messages, so the channel-wise
+    maximum of the n weighted messages is taken (it may be negative).
+    Targets are processed in blocks so that the weighted messages never
+    exceed ``MAX_AGGREGATION_ELEMENTS`` entries.
+    """
+    num_heads, num_nodes, head_dim = values.shape
+    block = max(1, MAX_AGGREGATION_ELEMENTS // (num_heads * num_nodes * head_dim))
+    return torch.cat([
+        (weights_block.unsqueeze(-1) * values.unsqueeze(-3)).amax(dim=-2)
+        for weights_block in weights.split(block, dim=1)
+    ], dim=1)
+
+
+AGGREGATORS = {"add": aggregate_add, "mean": aggregate_mean, "max": aggregate_max}
+
+
+class MultiHeadDotProduct(nn.Module):
+    """Attention of SPEC 5.3, parameter names of the authors' module.
+
+    q, k, v: Linear d -> d split into ``num_heads`` heads of d / H channels
+    (head h uses channels [h*d/H, (h+1)*d/H)); s_ij = <q_i, k_j> / sqrt(d/H);
+    null-logit weights; dropout 0.1; times the edge weight when given; the
+    aggregated heads are concatenated and go through the Linear ``out``.
+    """
+
+    def __init__(self, embed_dim, num_heads, aggregator):
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = embed_dim // num_heads
+        self.aggregate = AGGREGATORS[aggregator]
+        # Registration order q, v, k, out is the authors' state_dict order.
+        self.q_linear = nn.Linear(embed_dim, embed_dim)
+        self.v_linear = nn.Linear(embed_dim, embed_dim)
+        self.k_linear = nn.Linear(embed_dim, embed_dim)
+        self.dropout = nn.Dropout(ATTENTION_DROPOUT)
+        self.out = nn.Linear(embed_dim, embed_dim)
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        for linear in (self.q_linear, self.v_linear, self.k_linear, self.out):
+            nn.init.xavier_uniform_(linear.weight)
+            nn.init.zeros_(linear.bias)
+
+    def forward(self, feats, edge_weights=None):
+        """(n, d) node features -> (n, d) attention output.
+
+        Args:
+            feats: (n, d) node features.
+            edge_weights: optional (n, n) weights that multiply the attention
+                weights after dropout (``mult_attr``).
+        """
+        queries = self._split_heads(self.q_linear(feats))
+        keys = self._split_heads(self.k_linear(feats))
+        values = self._split_heads(self.v_linear(feats))
+        # Scores, weights and sums in float32 even under autocast: the scores
+        # of large-norm features overflow float16 (max 65504).
+        with torch.autocast(device_type=feats.device.type, enabled=False):
+            messages = self.attend(queries.float(), keys.float(), values.float(), edge_weights)
+        return self.out(self._merge_heads(messages.to(feats.dtype)))
+
+    def attend(self, queries, keys, values, edge_weights):
+        """(H, n, d/H) queries, keys, values -> (H, n, d/H) aggregated messages."""
+        scores = queries @ keys.transpose(-2, -1) / math.sqrt(self.head_dim)
+        weights = self.dropout(null_logit_softmax(scores))
+        if edge_weights is not None:
+            weights = weights * edge_weights
+        return self.aggregate(weights, values)
+
+    def _split_heads(self, feats):
+        return feats.view(feats.shape[0], self.num_heads, self.head_dim).transpose(0, 1)
+
+    def _merge_heads(self, feats):
+        return feats.transpose(0, 1).reshape(feats.shape[1], self.num_heads * self.head_dim)

@@ -1,0 +1,170 @@
+"""The message passing network (MPN) of SPEC 5.
+
+Module and parameter names follow the authors' ``GNNReID`` so that their MPN
+weights load with ``strict=True``:
+``dim_red``, ``gnn_model.node_model.layers.{i}.{att,linear1,linear2,norm1,norm2}``,
+``bottleneck.{i}`` (BatchNorm1d neck) and ``fc.{i}`` (classifier).
+"""
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+from net.attention import MultiHeadDotProduct
+from net.graph import correlation_edge_weights
+from utils.errors import UserInputError
+
+FEED_FORWARD_EXPANSION = 4
+CLASSIFIER_WEIGHT_STD = 0.001
+
+
+class MessagePassingLayer(nn.Module):
+    """One post-norm transformer layer over the batch graph (SPEC 5.3).
+
+    h = norm1(h + dropout_1(attention(h)))
+    h = norm2(h + dropout_2(linear2(dropout_mlp(relu(linear1(h))))))
+
+    Ablations: ``norm1``/``norm2`` = 0 drop the LayerNorm, ``res1``/``res2``
+    = 0 drop the residual ``h +``, ``attention``/``mlp`` = 0 drop the branch's
+    module. Quirk of the authors' code for ``mlp: 0``: the missing branch is
+    the identity, so with the residual on the sublayer computes
+    h + dropout(h). ``attention: 0`` (no such switch in their layer) follows
+    the same rule.
+    """
+
+    def __init__(self, embed_dim, gnn):
+        super().__init__()
+        self.res1 = bool(gnn["res1"])
+        self.res2 = bool(gnn["res2"])
+        self.att = (MultiHeadDotProduct(embed_dim, gnn["num_heads"], gnn["aggregator"])
+                    if gnn["attention"] else None)
+        hidden_dim = FEED_FORWARD_EXPANSION * embed_dim
+        self.linear1 = nn.Linear(embed_dim, hidden_dim) if gnn["mlp"] else None
+        self.dropout = nn.Dropout(gnn["dropout_mlp"])
+        self.linear2 = nn.Linear(hidden_dim, embed_dim) if gnn["mlp"] else None
+        self.norm1 = nn.LayerNorm(embed_dim) if gnn["norm1"] else None
+        self.norm2 = nn.LayerNorm(embed_dim) if gnn["norm2"] else None
+        self.dropout1 = nn.Dropout(gnn["dropout_1"])
+        self.dropout2 = nn.Dropout(gnn["dropout_2"])
+
+    def forward(self, feats, edge_weights=None):
+        attended = self.att(feats, edge_weights) if self.att is not None else feats
+        feats = _residual_sublayer(feats, self.dropout1(attended), self.res1, self.norm1)
+        transformed = self._feed_forward(feats) if self.linear1 is not None else feats
+        return _residual_sublayer(feats, self.dropout2(transformed), self.res2, self.norm2)
+
+    def _feed_forward(self, feats):
+        return self.linear2(self.dropout(F.relu(self.linear1(feats))))
+
+
+def _residual_sublayer(feats, branch, residual, norm):
+    """norm(feats + branch), each part optional."""
+    feats = feats + branch if residual else branch
+    return norm(feats) if norm is not None else feats
+
+
+class MessagePassing(nn.Module):
+    """The stack of layers; returns the output of every layer."""
+
+    def __init__(self, embed_dim, gnn):
+        super().__init__()
+        self.layers = nn.ModuleList(
+            MessagePassingLayer(embed_dim, gnn) for _ in range(gnn["num_layers"]))
+
+    def forward(self, feats, edge_weights=None):
+        outputs = []
+        for layer in self.layers:
+            feats = layer(feats, edge_weights)
+            outputs.append(feats)
+        return outputs
+
+
+class MPN(nn.Module):
+    """Message passing network on top of the backbone embeddings of a batch.
+
+    ``forward(feats, output_option)`` returns ``(logits, features)``, two
+    lists with one entry per classifier: one entry, or one per layer with
+    ``every: 1``. ``features`` is, per ``output_option``:
+    ``plain`` the L2-normalised features taken BEFORE the neck BatchNorm
+    (the authors' choice), ``norm`` the raw features, ``neck`` the features
+    after the neck BatchNorm (raw features when there is no neck).
+    """
+
+    def __init__(self, gnn_params, embed_dim):
+        super().__init__()
+        gnn = gnn_params["gnn"]
+        classifier = gnn_params["classifier"]
+        self.concatenate_layers = bool(gnn_params["cat"])
+        self.classifier_per_layer = bool(gnn_params["every"])
+        self.mult_attr = bool(gnn["mult_attr"])
+
+        # The authors' dim_red Linear exists (and is trained) even for red: 1.
+        reduced_dim = int(embed_dim / gnn_params["red"])
+        self.dim_red = nn.Linear(embed_dim, reduced_dim)
+        # Keys "gnn_model.node_model.*" of the authors' MetaLayer wrapper.
+        self.gnn_model = nn.ModuleDict({"node_model": MessagePassing(reduced_dim, gnn)})
+
+        num_layers = gnn["num_layers"]
+        feature_dim = num_layers * reduced_dim if self.concatenate_layers else reduced_dim
+        num_classifiers = num_layers if self.classifier_per_layer else 1
+        num_classes = classifier["num_classes"]
+        self.bottleneck = None
+        if classifier["neck"]:
+            self.bottleneck = nn.ModuleList(_neck(feature_dim) for _ in range(num_classifiers))
+        self.fc = nn.ModuleList(
+            _classifier(feature_dim, num_classes, bool(classifier["neck"]))
+            for _ in range(num_classifiers))
+
+    def forward(self, feats, output_option="plain"):
+        # The graph weights come from the backbone embeddings (MPN input).
+        edge_weights = correlation_edge_weights(feats) if self.mult_attr else None
+        layer_outputs = self.gnn_model["node_model"](self.dim_red(feats), edge_weights)
+        features = self._select_features(layer_outputs)
+        necked = ([bn(f) for bn, f in zip(self.bottleneck, features)]
+                  if self.bottleneck is not None else features)
+        logits = [fc(f) for fc, f in zip(self.fc, necked)]
+        if output_option == "plain":
+            return logits, [F.normalize(f, p=2, dim=1) for f in features]
+        if output_option == "norm":
+            return logits, features
+        if output_option == "neck":
+            return logits, necked
+        raise ValueError(f"unknown output_option {output_option!r}")
+
+    def _select_features(self, layer_outputs):
+        if self.concatenate_layers:
+            return [torch.cat(layer_outputs, dim=1)]
+        if self.classifier_per_layer:
+            return layer_outputs
+        return layer_outputs[-1:]
+
+
+def _neck(feature_dim):
+    """BatchNorm1d with weight 1 and a bias frozen at 0."""
+    neck = nn.BatchNorm1d(feature_dim)
+    nn.init.ones_(neck.weight)
+    nn.init.zeros_(neck.bias)
+    neck.bias.requires_grad_(False)
+    return neck
+
+
+def _classifier(feature_dim, num_classes, after_neck):
+    """Linear without bias, N(0, 0.001) weights after a neck; else a plain Linear."""
+    if not after_neck:
+        return nn.Linear(feature_dim, num_classes)
+    fc = nn.Linear(feature_dim, num_classes, bias=False)
+    nn.init.normal_(fc.weight, std=CLASSIFIER_WEIGHT_STD)
+    return fc
+
+
+def build_mpn(gnn_params, embed_dim):
+    """The MPN of the validated ``models.gnn_params`` section on ``embed_dim`` inputs.
+
+    ``pretrained_path`` is not read here: the trainer loads the weights.
+    ``classifier.dropout_p`` and ``classifier.use_batchnorm`` are unused, as
+    in the authors' model.
+    """
+    if gnn_params["cat"] and gnn_params["every"]:
+        raise UserInputError(
+            "models.gnn_params sets both cat: 1 and every: 1, which the authors' "
+            "model cannot combine; set one of them to 0.")
+    return MPN(gnn_params, embed_dim)
