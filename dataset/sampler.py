@@ -87,6 +87,10 @@ class ClassBalancedSampler(torch.utils.data.Sampler):
         batches_per_rank = len(batches) // self.world_size
         self.indices = batches[self.rank::self.world_size][:batches_per_rank].reshape(-1)
 
+    def skip_batches(self, count):
+        """Drop this epoch's first ``count`` batches (a run resumed mid-epoch); ``set_epoch`` undoes it."""
+        self.indices = self.indices[count * self.batch_size:]
+
     def __iter__(self):
         return iter(self.indices.tolist())
 

@@ -37,3 +37,59 @@ def dataset_image_tree(tmp_path):
                             colour=(10 * class_index, 5 * image_index, 100))
         return root
     return make_tree
+
+
+def write_class_pattern_images(root, num_classes, images_per_class, size=32, seed=0):
+    """A learnable tree: each class has its own colour and stripe pattern, plus noise."""
+    rng = np.random.default_rng(seed)
+    for class_index in range(num_classes):
+        base = rng.integers(30, 226, size=3)
+        period = 2 + class_index % 5
+        for image_index in range(images_per_class):
+            pixels = np.empty((size, size, 3), dtype=np.float64)
+            pixels[...] = base
+            stripes = (np.arange(size) // period) % 2 == 0
+            if class_index % 2:
+                pixels[stripes, :, :] *= 0.4
+            else:
+                pixels[:, stripes, :] *= 0.4
+            pixels += rng.normal(0, 12, size=pixels.shape)
+            path = Path(root) / "images" / f"class_{class_index:02d}" / f"img_{image_index:03d}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            PIL.Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(path)
+    return Path(root)
+
+
+@pytest.fixture(scope="session")
+def pattern_tree(tmp_path_factory):
+    """8 classes x 12 images of 32 px: 4 classes train, 4 test."""
+    return write_class_pattern_images(tmp_path_factory.mktemp("pattern") / "data", 8, 12)
+
+
+def tiny_train_config(dataset_path, **train_params):
+    """The demo config shrunk for tests: resnet18, 32 px, 4+4 classes, P x K = 4 x 3."""
+    import yaml
+    config_dir = Path(__file__).resolve().parents[1] / "config"
+    raw = yaml.safe_load((config_dir / "config_demo_train.yaml").read_text())
+    raw["dataset"].update(dataset_path=str(dataset_path), dataset_short="cub", num_classes=4, nb_workers=0)
+    raw["models"]["gnn_params"]["classifier"]["num_classes"] = 4
+    raw["train_params"].update(num_classes_iter=4, num_elements_class=3, num_epochs=3, lr_drop_epochs=[2, 3],
+                               eval_before_training=0)
+    raw["train_params"].update(train_params)
+    raw["eval_params"]["batch_size"] = 16
+    return raw
+
+
+@pytest.fixture
+def write_tiny_config(tmp_path, pattern_tree):
+    """``write(**train_params) -> path`` of a tiny train config on ``pattern_tree``."""
+    import yaml
+
+    def write(name="config.yaml", mutate=None, **train_params):
+        raw = tiny_train_config(pattern_tree, **train_params)
+        if mutate is not None:
+            mutate(raw)
+        path = tmp_path / name
+        path.write_text(yaml.safe_dump(raw))
+        return path
+    return write

@@ -1,0 +1,149 @@
+"""SPEC 1, 6, 9: train.py end to end on a generated image tree (resnet18, 32 px, CPU)."""
+import csv
+import json
+
+import pytest
+import torch
+import yaml
+
+import train
+from trainer import Trainer
+from utils.signals import StopRequest
+
+pytestmark = pytest.mark.slow
+
+
+def run_folder(output_dir):
+    (folder,) = [path for path in output_dir.iterdir() if path.is_dir()]
+    return folder
+
+
+def read_metrics(folder):
+    with open(folder / "metrics.csv") as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, pattern_tree):
+    """One uninterrupted 3-epoch run with drops at epochs 2 and 3, shared by several tests."""
+    from tests.conftest import tiny_train_config
+    folder = tmp_path_factory.mktemp("finished")
+    config_path = folder / "config.yaml"
+    config_path.write_text(yaml.safe_dump(tiny_train_config(pattern_tree)))
+    assert train.main(["--config_path", str(config_path), "--output_dir", str(folder / "runs")]) == 0
+    return run_folder(folder / "runs")
+
+
+def test_run_folder_holds_every_output(finished_run):
+    summary = json.loads((finished_run / "summary.json").read_text())
+    names = {path.name for path in finished_run.iterdir()}
+    assert {"config.yaml", "train.log", "metrics.csv", "losses.png", "metrics.png", "last.pth",
+            "summary.json"} <= names
+    assert set(summary["best_weights"].values()) <= names
+    assert summary["best_weights"]["backbone"] == f"{summary['best_metrics']['test_R@1']}resnet18_cub.pth"
+    assert summary["best_weights"]["mpn"] == f"{summary['best_metrics']['test_R@1']}gnn_resnet18_cub.pth"
+    assert yaml.safe_load((finished_run / "config.yaml").read_text())["dataset"]["dataset_short"] == "cub"
+
+
+def test_metrics_csv_has_one_row_per_epoch_with_losses_metrics_and_lr(finished_run):
+    rows = read_metrics(finished_run)
+    assert [row["epoch"] for row in rows] == ["1", "2", "3"]
+    assert list(rows[0])[:2] == ["epoch", "loss_Total"]
+    for column in ("loss_Total", "loss_MPN0", "test_R@1", "test_R@8", "test_NMI", "lr", "time_s", "images_per_s"):
+        assert all(row[column] != "" for row in rows), column
+
+
+def test_schedule_reloads_best_and_divides_lr_at_the_drop_epochs(finished_run):
+    rows = read_metrics(finished_run)
+    lr = yaml.safe_load((finished_run / "config.yaml").read_text())["train_params"]["lr"]
+    assert [float(row["lr"]) for row in rows] == pytest.approx([lr, lr / 10, lr / 10])
+    log = (finished_run / "train.log").read_text()
+    assert "Epoch 2: reloaded the best weights" in log and "Epoch 3: reloaded the best weights" in log
+
+
+def test_summary_reports_best_and_last_epoch(finished_run):
+    summary = json.loads((finished_run / "summary.json").read_text())
+    rows = read_metrics(finished_run)
+    assert summary["last_epoch"] == 3
+    assert summary["last_metrics"]["test_R@1"] == pytest.approx(float(rows[-1]["test_R@1"]))
+    best_row = rows[summary["best_epoch"] - 1]
+    assert summary["best_metrics"]["test_R@1"] == pytest.approx(float(best_row["test_R@1"]))
+
+
+def test_best_weights_load_in_test_mode_and_give_the_same_recall(finished_run, tmp_path):
+    summary = json.loads((finished_run / "summary.json").read_text())
+    raw = yaml.safe_load((finished_run / "config.yaml").read_text())
+    raw["mode"] = "test"
+    config_path = tmp_path / "test.yaml"
+    config_path.write_text(yaml.safe_dump(raw))
+    backbone = finished_run / summary["best_weights"]["backbone"]
+    mpn = finished_run / summary["best_weights"]["mpn"]
+    assert train.main(["--config_path", str(config_path), "--bb_path", str(backbone), "--gnn_path", str(mpn),
+                       "--output_dir", str(tmp_path / "runs")]) == 0
+    metrics = json.loads((run_folder(tmp_path / "runs") / "metrics.json").read_text())
+    assert metrics["R@1"] == summary["best_metrics"]["test_R@1"]
+
+
+def test_resume_after_a_stop_at_an_epoch_boundary_ends_like_the_uninterrupted_run(
+        finished_run, write_tiny_config, tmp_path, monkeypatch):
+    original = Trainer.end_of_epoch
+
+    def stop_after_first_epoch(self, epoch, *args):
+        original(self, epoch, *args)
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "end_of_epoch", stop_after_first_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        train.main(["--config_path", str(write_tiny_config()), "--output_dir", str(tmp_path)])
+    monkeypatch.setattr(Trainer, "end_of_epoch", original)
+    interrupted = run_folder(tmp_path)
+    assert [row["epoch"] for row in read_metrics(interrupted)] == ["1"]
+    assert train.main(["--resume", str(interrupted)]) == 0
+    assert_same_final_state(interrupted, finished_run)
+
+
+def test_resume_after_sigterm_mid_epoch_ends_like_the_uninterrupted_run(
+        finished_run, write_tiny_config, tmp_path, monkeypatch):
+    original = Trainer.training_step
+    calls = []
+
+    def request_stop_during_epoch_two(self, images, labels, epoch, step):
+        result = original(self, images, labels, epoch, step)
+        calls.append((epoch, step))
+        if (epoch, step) == (2, 1):
+            self.stop_request._event.set()
+        return result
+
+    monkeypatch.setattr(Trainer, "training_step", request_stop_during_epoch_two)
+    exit_code = train.main(["--config_path", str(write_tiny_config()), "--output_dir", str(tmp_path)])
+    assert exit_code == 128 + 2 and calls[-1] == (2, 1)
+    monkeypatch.setattr(Trainer, "training_step", original)
+    interrupted = run_folder(tmp_path)
+    assert "resume with `python train.py --resume" in (interrupted / "train.log").read_text()
+    assert train.main(["--resume", str(interrupted / "last.pth")]) == 0
+    assert_same_final_state(interrupted, finished_run)
+
+
+def assert_same_final_state(resumed, uninterrupted):
+    resumed_state = torch.load(resumed / "last.pth", weights_only=False)
+    expected_state = torch.load(uninterrupted / "last.pth", weights_only=False)
+    assert resumed_state["epoch"] == expected_state["epoch"] == 3
+    for part in ("backbone", "mpn"):
+        for key, value in expected_state[part].items():
+            torch.testing.assert_close(resumed_state[part][key], value, rtol=0, atol=0, msg=f"{part}.{key}")
+    resumed_rows, expected_rows = read_metrics(resumed), read_metrics(uninterrupted)
+    for resumed_row, expected_row in zip(resumed_rows, expected_rows, strict=True):
+        assert resumed_row["test_R@1"] == expected_row["test_R@1"]
+        assert float(resumed_row["loss_Total"]) == pytest.approx(float(expected_row["loss_Total"]), rel=1e-6)
+
+
+def test_stop_request_sets_on_signal():
+    import os
+    import signal
+    request = StopRequest().install()
+    try:
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert request.is_set()
+    finally:
+        request.uninstall()

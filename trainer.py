@@ -1,0 +1,288 @@
+"""The training loop of SPEC 6, readable top to bottom.
+
+``Trainer.fit`` runs epochs; each epoch is ``apply_schedule`` (reload the
+best weights and divide the lr at the drop epochs), ``train_one_epoch``
+(forward, loss, backward, step, meters), ``evaluate`` and ``end_of_epoch``
+(best weights, metrics.csv row, plots, resumable checkpoint). The step
+itself computes the loss and nothing else.
+"""
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from evaluation import format_metrics
+from utils.checkpoint import CHECKPOINT_NAME, capture_rng_state, restore_rng_state, save_checkpoint
+from utils.history import History, is_metric_column
+from utils.io import atomic_torch_save, atomic_write_text
+from utils.optim import build_optimizer
+
+logger = logging.getLogger(__name__)
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class TrainingInterrupted(RuntimeError):
+    """A stop was requested (SIGINT/SIGTERM); a resumable checkpoint was written."""
+
+
+@dataclass
+class BestWeights:
+    """The weights of the best epoch so far, on the CPU (the schedule reloads them)."""
+
+    score: float = -1.0
+    epoch: int = 0
+    metrics: dict = field(default_factory=dict)
+    backbone: dict = None
+    mpn: dict = None
+
+
+def unwrap(model):
+    """The module inside a DistributedDataParallel wrapper, or the model itself."""
+    return getattr(model, "module", model)
+
+
+def best_weight_names(score, config):
+    """The authors' file names: ``<R@1>[neck_]<net_type>_<dataset>.pth`` and the MPN twin."""
+    neck = "neck_" if config["models"]["encoder_params"]["neck"] else ""
+    net_type = config["models"]["encoder_params"]["net_type"]
+    dataset = config["dataset"]["dataset_short"]
+    return (f"{score}{neck}{net_type}_{dataset}.pth", f"{score}gnn_{neck}{net_type}_{dataset}.pth")
+
+
+class Trainer:
+    def __init__(self, config, run_dir, device, precision, backbone, mpn, data, evaluators, loss_fn,
+                 stop_request=None, distributed=None):
+        self.config = config
+        self.train_params = config["train_params"]
+        self.run_dir = Path(run_dir)
+        self.device = device
+        self.precision = precision
+        self.backbone = backbone
+        self.mpn = mpn
+        self.data = data
+        self.evaluators = evaluators
+        self.loss_fn = loss_fn
+        self.stop_request = stop_request
+        self.distributed = distributed
+        self.is_main = distributed is None or distributed.is_main
+        self.channels_last = bool(config["models"]["encoder_params"]["channels_last"])
+        self.optimizer = build_optimizer(list(unwrap(backbone).parameters()) + list(unwrap(mpn).parameters()),
+                                         self.train_params["lr"], self.train_params["weight_decay"])
+        self.epoch = 0
+        self.resume_step = 0
+        self.partial_sums = {}
+        self.best = BestWeights()
+        self.history = History()
+
+    # ------------------------------------------------------------------ loop
+    def fit(self):
+        """Train all epochs; returns the summary dict also written to summary.json."""
+        num_epochs = self.train_params["num_epochs"]
+        if self.epoch == 0 and not self.history.rows and self.train_params["eval_before_training"]:
+            started = time.perf_counter()
+            self.end_of_epoch(0, {}, self.evaluate(0), started)
+        for epoch in range(self.epoch + 1, num_epochs + 1):
+            started = time.perf_counter()
+            self.apply_schedule(epoch)
+            train_stats = self.train_one_epoch(epoch)
+            self.end_of_epoch(epoch, train_stats, self.evaluate(epoch), started)
+        return self.finish()
+
+    def apply_schedule(self, epoch):
+        """Authors' schedule: at each drop epoch reload the best weights; lr becomes lr/10.
+
+        The optimiser state is kept. A resumed run skips this for an epoch
+        that was already under way (its lr is in the optimiser state).
+        """
+        if epoch not in self.train_params["lr_drop_epochs"] or self.resume_step:
+            return
+        unwrap(self.backbone).load_state_dict(self.best.backbone)
+        unwrap(self.mpn).load_state_dict(self.best.mpn)
+        new_lr = self.train_params["lr"] / 10.0
+        for group in self.optimizer.param_groups:
+            group["lr"] = new_lr
+        logger.info("Epoch %d: reloaded the best weights (epoch %d, R@1 %.4f), lr set to %.4g",
+                    epoch, self.best.epoch, self.best.score, new_lr)
+
+    def train_one_epoch(self, epoch):
+        self.backbone.train()
+        self.mpn.train()
+        self.data.set_epoch(epoch)
+        meter = EpochMeter(self.partial_sums)
+        steps_done, self.resume_step, self.partial_sums = self.resume_step, 0, {}
+        max_iters = self.train_params["max_iters_per_epoch"]
+        total_steps = min(len(self.data.train_loader), max_iters or len(self.data.train_loader))
+        self.data.skip_batches(steps_done)
+        bar = tqdm(self.data.train_loader, total=total_steps, initial=steps_done, disable=not self.is_main,
+                   desc=f"epoch {epoch}/{self.train_params['num_epochs']}", dynamic_ncols=True)
+        for step, (images, labels, *_rest) in enumerate(bar, start=steps_done):
+            loss, terms = self.training_step(images, labels, epoch, step)
+            meter.update(loss, terms, len(labels))
+            bar.set_postfix(loss=f"{float(loss):.3f}", img_s=f"{meter.images_per_second():.1f}")
+            if self.stop_requested():
+                self.save_interrupted(epoch, step + 1, meter.sums)
+            if step + 1 >= total_steps:
+                break
+        bar.close()
+        stats = meter.epoch_stats(self.data.batch_size)
+        if stats["skipped_images"]:
+            logger.warning("Epoch %d: %d broken images were skipped", epoch, stats["skipped_images"])
+        return stats
+
+    def stop_requested(self):
+        requested = self.stop_request is not None and self.stop_request.is_set()
+        return self.distributed.any_rank(requested) if self.distributed is not None else requested
+
+    def training_step(self, images, labels, epoch, step):
+        """One optimiser step on one P x K batch: the loss of SPEC 6."""
+        memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
+        images = images.to(self.device, non_blocking=True, memory_format=memory_format)
+        labels = labels.to(self.device, non_blocking=True)
+        self.optimizer.zero_grad(set_to_none=True)
+        with self.precision.autocast():
+            backbone_logits, embedding = self.backbone(images, output_option=self.train_params["output_train_enc"])
+            mpn_logits = []
+            if self.loss_fn.uses_mpn:
+                graph_embedding, graph_labels = embedding, labels
+                if self.distributed is not None and self.train_params["graph_scope"] == "global":
+                    graph_embedding, graph_labels = self.distributed.gather_with_grad(embedding, labels)
+                mpn_logits, _ = self.mpn(graph_embedding, output_option=self.train_params["output_train_gnn"])
+                if graph_labels is not labels:
+                    mpn_logits = [self.distributed.local_rows(logits) for logits in mpn_logits]
+        loss, terms = self.loss_fn(backbone_logits, mpn_logits, labels)
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(f"The loss became {float(loss)} at epoch {epoch}, iteration {step + 1}; "
+                                   f"the last good checkpoint {self.run_dir / CHECKPOINT_NAME} is kept. Lower "
+                                   "train_params.lr or check the data.")
+        self.precision.backward(loss, self.optimizer)
+        self.precision.step(self.optimizer)
+        return loss.detach(), {name: term.detach() for name, term in terms.items()}
+
+    def evaluate(self, epoch):
+        """Metrics used for model selection: the validation classes if held out, else the test set."""
+        split = "val" if "val" in self.evaluators else "test"
+        metrics = self.evaluators[split].evaluate(self.backbone, **self.data.eval_loaders[split])
+        logger.info("Epoch %d %s: %s", epoch, split, format_metrics(metrics))
+        return {f"{split}_{name}": value for name, value in metrics.items()}
+
+    def end_of_epoch(self, epoch, train_stats, metrics, started):
+        selection_split = "val" if "val" in self.evaluators else "test"
+        score = metrics[f"{selection_split}_R@1"]
+        if epoch >= 1 and score > self.best.score:
+            self.best = BestWeights(score, epoch, dict(metrics), _cpu_copy(unwrap(self.backbone).state_dict()),
+                                    _cpu_copy(unwrap(self.mpn).state_dict()))
+            logger.info("Epoch %d: new best R@1 %.4f", epoch, score)
+        row = {"epoch": epoch, **train_stats, **metrics, "lr": self.optimizer.param_groups[0]["lr"],
+               "time_s": round(time.perf_counter() - started, 2)}
+        self.history.append(row)
+        self.epoch = epoch
+        if self.is_main:
+            self.history.write_csv(self.run_dir / "metrics.csv")
+            self.history.plot(self.run_dir, [c for c in self.history.columns() if c.startswith("loss_")],
+                              [c for c in self.history.columns() if is_metric_column(c)])
+            save_checkpoint(self.run_dir / CHECKPOINT_NAME, self.state_dict())
+
+    # ------------------------------------------------------------- results
+    def finish(self):
+        """Best weights in the authors' naming, final test when selecting on val, summary.json."""
+        summary = {"best_epoch": self.best.epoch, "best_metrics": self.best.metrics,
+                   "last_epoch": self.epoch, "last_metrics": self._last_metrics()}
+        if "val" in self.evaluators and self.best.backbone is not None:
+            unwrap(self.backbone).load_state_dict(self.best.backbone)
+            test_metrics = self.evaluators["test"].evaluate(self.backbone, **self.data.eval_loaders["test"])
+            summary["test_metrics_of_best_epoch"] = test_metrics
+            logger.info("Test set, weights of epoch %d: %s", self.best.epoch, format_metrics(test_metrics))
+        if self.is_main and self.best.backbone is not None:
+            backbone_name, mpn_name = best_weight_names(self.best.score, self.config)
+            atomic_torch_save(self.best.backbone, self.run_dir / backbone_name)
+            atomic_torch_save(self.best.mpn, self.run_dir / mpn_name)
+            summary["best_weights"] = {"backbone": backbone_name, "mpn": mpn_name}
+            atomic_write_text(self.run_dir / "summary.json", json.dumps(summary, indent=2))
+        logger.info("Best epoch %d: %s", self.best.epoch, _format_prefixed(self.best.metrics))
+        logger.info("Last epoch %d: %s", self.epoch, _format_prefixed(summary["last_metrics"]))
+        return summary
+
+    def _last_metrics(self):
+        if not self.history.rows:
+            return {}
+        last = self.history.rows[-1]
+        return {key: value for key, value in last.items() if is_metric_column(key)}
+
+    # -------------------------------------------------------------- resume
+    def state_dict(self):
+        return {
+            "epoch": self.epoch,
+            "resume_step": 0,
+            "partial_sums": {},
+            "backbone": unwrap(self.backbone).state_dict(),
+            "mpn": unwrap(self.mpn).state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "precision": self.precision.state_dict(),
+            "best": vars(self.best),
+            "history": self.history.rows,
+            "rng": capture_rng_state(),
+        }
+
+    def load_state_dict(self, state):
+        unwrap(self.backbone).load_state_dict(state["backbone"])
+        unwrap(self.mpn).load_state_dict(state["mpn"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.precision.load_state_dict(state["precision"])
+        self.best = BestWeights(**state["best"])
+        self.history = History(state["history"])
+        self.epoch = state["epoch"]
+        self.resume_step = state["resume_step"]
+        self.partial_sums = dict(state["partial_sums"])
+        restore_rng_state(state["rng"])
+
+    def save_interrupted(self, epoch, steps_done, sums):
+        """Write a checkpoint in the middle of ``epoch`` and stop."""
+        if self.is_main:
+            state = self.state_dict()
+            state.update(epoch=epoch - 1, resume_step=steps_done, partial_sums=sums)
+            save_checkpoint(self.run_dir / CHECKPOINT_NAME, state)
+        raise TrainingInterrupted(f"Stopped at epoch {epoch}, iteration {steps_done}; resume with "
+                                  f"`python train.py --resume {self.run_dir}`.")
+
+
+class EpochMeter:
+    """Sums of the loss terms over an epoch (carried over when resuming mid-epoch) and throughput."""
+
+    def __init__(self, sums=None):
+        self.sums = dict(sums or {})
+        self.images_this_session = 0
+        self.started = time.perf_counter()
+
+    def update(self, loss, terms, batch_images):
+        for name, value in {"Total": loss, **terms}.items():
+            self.sums[name] = self.sums.get(name, 0.0) + float(value)
+        self.sums["steps"] = self.sums.get("steps", 0) + 1
+        self.sums["images"] = self.sums.get("images", 0) + batch_images
+        self.images_this_session += batch_images
+
+    def images_per_second(self):
+        return self.images_this_session / max(time.perf_counter() - self.started, 1e-9)
+
+    def epoch_stats(self, batch_size):
+        """Mean loss terms, images/s, and the images missing from full batches (skipped broken ones)."""
+        steps = self.sums.get("steps", 0)
+        stats = {f"loss_{name}": value / max(steps, 1) for name, value in self.sums.items()
+                 if name not in ("steps", "images")}
+        stats["images_per_s"] = self.images_per_second()
+        stats["skipped_images"] = steps * batch_size - self.sums.get("images", 0)
+        return stats
+
+
+def _cpu_copy(state):
+    return {key: value.detach().to("cpu", copy=True) for key, value in state.items()}
+
+
+def _format_prefixed(metrics):
+    return ", ".join(f"{key} {100 * value:.2f}" for key, value in metrics.items()) or "no metrics"

@@ -1,0 +1,62 @@
+"""The run folder: created fresh for every run, never overwritten.
+
+Layout: ``config.yaml`` (resolved), ``train.log``, ``metrics.csv``,
+``losses.png``, ``metrics.png``, ``summary.json``, ``last.pth`` (resumable)
+and the best weights in the authors' naming.
+"""
+import logging
+import os
+import time
+from pathlib import Path
+
+from utils.errors import UserInputError
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def make_run_dir(output_root, name):
+    """A new folder ``<output_root>/<name>_<timestamp>``; a numeric suffix if taken."""
+    output_root = Path(output_root)
+    try:
+        output_root.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UserInputError(f"Output folder {output_root} cannot be created ({error.strerror}); pass a "
+                             "writable folder with --output_dir.") from None
+    if not os.access(output_root, os.W_OK):
+        raise UserInputError(f"Output folder {output_root} is not writable; pass a writable folder with "
+                             "--output_dir.")
+    stem = f"{name}_{time.strftime('%Y%m%d-%H%M%S')}"
+    for attempt in range(1000):
+        run_dir = output_root / (stem if attempt == 0 else f"{stem}_{attempt}")
+        try:
+            run_dir.mkdir()
+            return run_dir
+        except FileExistsError:
+            continue
+    raise UserInputError(f"Could not create a new run folder under {output_root}; clean it up or pass "
+                         "another --output_dir.")
+
+
+def attach_log_file(run_dir):
+    """Send every log record of this process to ``<run_dir>/train.log`` as well."""
+    handler = logging.FileHandler(Path(run_dir) / "train.log")
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    logging.getLogger().addHandler(handler)
+    return handler
+
+
+def detach_log_file(handler):
+    logging.getLogger().removeHandler(handler)
+    handler.close()
+
+
+def setup_console_logging(level=logging.INFO):
+    root = logging.getLogger()
+    root.setLevel(level)
+    if not any(isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler)
+               for handler in root.handlers):
+        console = logging.StreamHandler()
+        console.setFormatter(logging.Formatter(LOG_FORMAT))
+        root.addHandler(console)
+    # faiss announces at INFO every CPU variant it tries to load.
+    logging.getLogger("faiss").setLevel(logging.WARNING)
