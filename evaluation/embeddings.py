@@ -1,0 +1,32 @@
+"""Embeddings of a whole test set, as the model gives them in evaluation mode."""
+import torch
+from tqdm import tqdm
+
+
+def extract_embeddings(model, loader, device, autocast_dtype=None, output_option="plain"):
+    """Run ``model`` over ``loader``; returns ``(embeddings, labels, indices)`` on ``device``.
+
+    Loader batches are ``(images, labels, indices, paths)``; the model is
+    called as ``model(images, output_option=...)`` and returns
+    ``(logits, embedding)``. The model runs in eval mode without gradients
+    and goes back to its previous mode afterwards. Embeddings come back as
+    float32 even under autocast, labels and dataset indices as int64.
+    """
+    device = torch.device(device)
+    was_training = model.training
+    model.eval()
+    embeddings, labels, indices = [], [], []
+    try:
+        with torch.no_grad():
+            for images, batch_labels, batch_indices, _paths in tqdm(loader, desc="embedding",
+                                                                    leave=False, disable=None):
+                with torch.autocast(device.type, dtype=autocast_dtype,
+                                    enabled=autocast_dtype is not None):
+                    _logits, embedding = model(images.to(device, non_blocking=True),
+                                               output_option=output_option)
+                embeddings.append(embedding.float())
+                labels.append(torch.as_tensor(batch_labels, dtype=torch.int64).to(device))
+                indices.append(torch.as_tensor(batch_indices, dtype=torch.int64).to(device))
+    finally:
+        model.train(was_training)
+    return torch.cat(embeddings), torch.cat(labels), torch.cat(indices)

@@ -1,0 +1,81 @@
+"""The one place that runs a model for evaluation; the metrics are pure functions."""
+import logging
+
+import torch
+
+from evaluation.clustering import nmi, nmi_backend
+from evaluation.embeddings import extract_embeddings
+from evaluation.metric_sets import metric_set
+from evaluation.recall import DEFAULT_BLOCK_SIZE, inshop_recall_at_k, recall_at_k
+
+logger = logging.getLogger(__name__)
+
+
+class Evaluator:
+    """Embeds the test set(s) with the backbone and computes the metrics of SPEC 8.
+
+    Embeddings are put in dataset-index order, so the metrics, NMI's k-means
+    included, do not depend on the loader's order. For several processes:
+    ``gather(embeddings, labels, indices)`` returns the three tensors
+    concatenated over all processes (indices a DistributedSampler duplicated
+    to pad its shards are dropped afterwards), and ``share(compute)`` runs
+    ``compute()`` on one process and returns its result on all of them.
+    """
+
+    def __init__(self, dataset_short, device, autocast_dtype=None, block_size=DEFAULT_BLOCK_SIZE,
+                 nmi_seed=0, gather=None, share=None):
+        self.metric_set = metric_set(dataset_short)
+        self.device = torch.device(device)
+        self.autocast_dtype = autocast_dtype
+        self.block_size = block_size
+        self.nmi_seed = nmi_seed
+        self.gather = gather
+        self.share = share
+
+    def evaluate(self, model, loader=None, query_loader=None, gallery_loader=None):
+        """``{'R@1': fraction, ..., 'NMI': fraction}``.
+
+        In-Shop takes ``query_loader`` and ``gallery_loader``, the others ``loader``.
+        """
+        if self.metric_set.query_gallery:
+            if query_loader is None or gallery_loader is None:
+                raise ValueError("In-Shop evaluation needs query_loader and gallery_loader")
+            query, gallery = self._embed(model, query_loader), self._embed(model, gallery_loader)
+            compute = lambda: self.query_gallery_metrics(*query, *gallery)  # noqa: E731
+        else:
+            if loader is None:
+                raise ValueError("this dataset's evaluation needs loader")
+            test_set = self._embed(model, loader)
+            compute = lambda: self.all_against_all_metrics(*test_set)  # noqa: E731
+        return compute() if self.share is None else self.share(compute)
+
+    def all_against_all_metrics(self, embeddings, labels):
+        ks = self.metric_set.recall_ks
+        recalls = recall_at_k(embeddings, labels, ks, self.block_size)
+        metrics = {f"R@{k}": recalls[k] for k in ks}
+        if self.metric_set.with_nmi:
+            logger.info("NMI: k-means by %s", nmi_backend())
+            metrics["NMI"] = nmi(embeddings, labels, seed=self.nmi_seed)
+        return metrics
+
+    def query_gallery_metrics(self, query, query_labels, gallery, gallery_labels):
+        ks = self.metric_set.recall_ks
+        recalls = inshop_recall_at_k(query, query_labels, gallery, gallery_labels, ks,
+                                     self.block_size)
+        return {f"R@{k}": recalls[k] for k in ks}
+
+    def _embed(self, model, loader):
+        embeddings, labels, indices = extract_embeddings(model, loader, self.device,
+                                                         self.autocast_dtype)
+        if self.gather is not None:
+            embeddings, labels, indices = self.gather(embeddings, labels, indices)
+        return in_index_order(embeddings, labels, indices)
+
+
+def in_index_order(embeddings, labels, indices):
+    """Embeddings and labels sorted by dataset index, each index kept once."""
+    indices, order = torch.sort(indices, stable=True)
+    first = torch.ones_like(indices, dtype=torch.bool)
+    first[1:] = indices[1:] != indices[:-1]
+    order = order[first]
+    return embeddings[order], labels[order]

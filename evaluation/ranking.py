@@ -1,0 +1,258 @@
+"""Exact, blockwise "is a same-label item among the K nearest?" for every query.
+
+Recall@K needs no list of neighbours: a query is a hit at K iff fewer than K
+other-label items are strictly closer than its closest same-label item.
+Tie rule: an other-label item exactly as close as the closest same-label
+item does not count, i.e. ties are broken in favour of the same-label item.
+(The authors' unstable ``np.argsort`` breaks such ties arbitrarily; the
+golden fixtures have none.) A query without any same-label item other than
+itself is a miss at every K.
+
+Queries are scored one block at a time, so memory grows with
+``block_size * num_items``, never with ``num_items ** 2``. Queries and items
+are sorted by label, so a block's same-label items form one narrow band.
+For each query the float32 scores give the other-label items surely closer
+and those possibly closer (within the float32 error bound of
+``evaluation.scores``). Only where that uncertainty changes a hit at one of
+the requested K are the items in the uncertain window re-scored in float64.
+
+When the queries are the items and the score is symmetric, each pair is
+scored once: blocks hold whole classes (so each block's same-label items lie
+in its own diagonal tile), block ``i`` scores columns ``i..n`` and counts
+both for its rows and for the later queries of those columns, whose
+thresholds are known because blocks run from last to first.
+"""
+import numpy as np
+import torch
+
+from evaluation.scores import ieee_float32_matmul
+
+# Float64 re-scoring works through the candidate pairs in chunks of this many
+# vector elements (32 MiB per operand), bounding its memory.
+EXACT_CHUNK_ELEMENTS = 1 << 22
+INF = float("inf")
+
+
+def same_label_hits(score_kind, items, item_labels, ks, block_size, queries=None,
+                    query_labels=None):
+    """``(num_queries, len(ks))`` bool: is query i a hit at ``ks[j]``?
+
+    ``score_kind`` is ``SquaredEuclidean`` or ``NegativeCosine`` (lower
+    scores are closer). Without ``queries``, every item is a query against
+    all other items and never counts itself: it is excluded by its index, so
+    a duplicated embedding cannot take its place.
+    """
+    device = items.device
+    item_labels, item_order = torch.sort(item_labels.to(device), stable=True)
+    items = items.float()[item_order]
+    exclude_self = queries is None
+    if exclude_self:
+        queries, query_labels, query_order = items, item_labels, item_order
+    else:
+        query_labels, query_order = torch.sort(query_labels.to(device), stable=True)
+        queries = queries.to(device).float()[query_order]
+    ks = torch.as_tensor(list(ks), device=device)
+
+    with ieee_float32_matmul(), torch.no_grad():
+        scores = score_kind(queries, items)
+        labels = _SortedLabels(query_labels, item_labels, exclude_self)
+        class_blocks = _class_aligned_blocks(labels, block_size)
+        if exclude_self and scores.symmetric and class_blocks is not None:
+            window = _count_closer_each_pair_once(scores, labels, class_blocks)
+        else:
+            window = _count_closer_row_by_row(scores, labels, block_size)
+        has_positive, low, high, surely_closer, possibly_closer = window
+        hits = possibly_closer[:, None] < ks
+        undecided = (hits != (surely_closer[:, None] < ks)).any(1).nonzero(as_tuple=True)[0]
+        if len(undecided):
+            closer = _exact_closer_counts(scores, labels, undecided, low[undecided],
+                                          high[undecided], block_size)
+            hits[undecided] = closer[:, None] < ks
+        hits &= has_positive[:, None]
+    in_query_order = torch.empty_like(hits)
+    in_query_order[query_order] = hits
+    return in_query_order
+
+
+class _SortedLabels:
+    """Labels of queries and items, both sorted: query i's same-label items
+    are the item columns ``positive_start[i]:positive_end[i]``."""
+
+    def __init__(self, query_labels, item_labels, exclude_self):
+        self.query_labels, self.item_labels = query_labels, item_labels
+        self.positive_start = torch.searchsorted(item_labels, query_labels, right=False)
+        self.positive_end = torch.searchsorted(item_labels, query_labels, right=True)
+        self.exclude_self = exclude_self
+
+    def same_label_mask(self, rows, column_start, column_stop):
+        """Same-label entries (self included) of ``block[rows, column_start:column_stop]``."""
+        columns = self.item_labels[column_start:column_stop]
+        return self.query_labels[rows, None] == columns[None, :]
+
+    def exclude_self_from(self, is_positive, row_start, column_start):
+        """Clear the query's own entry in a same-label mask (when queries are the items)."""
+        if self.exclude_self:
+            rows = torch.arange(len(is_positive), device=is_positive.device)
+            is_positive[rows, rows + row_start - column_start] = False
+
+
+def _class_aligned_blocks(labels, block_size):
+    """Query blocks of at most ``block_size`` that never split a class, or None
+    when some class is larger than ``block_size``."""
+    _, class_sizes = torch.unique_consecutive(labels.query_labels, return_counts=True)
+    if len(class_sizes) == 0 or class_sizes.max().item() > block_size:
+        return None
+    class_ends = torch.cumsum(class_sizes, 0).tolist()
+    blocks, start = [], 0
+    while start < len(labels.query_labels):
+        stop_index = int(np.searchsorted(class_ends, start + block_size, side="right")) - 1
+        blocks.append((start, class_ends[stop_index]))
+        start = class_ends[stop_index]
+    return blocks
+
+
+def _count_closer_row_by_row(scores, labels, block_size):
+    """Every query block against all items; the rows hold their own same-label items."""
+    num_queries = len(labels.query_labels)
+    best_positive = torch.empty(num_queries, device=labels.query_labels.device)
+    surely_closer = torch.empty(num_queries, dtype=torch.int64, device=best_positive.device)
+    possibly_closer = torch.empty_like(surely_closer)
+    no_columns = best_positive[:0]
+    for start in range(0, num_queries, block_size):
+        rows = slice(start, min(start + block_size, num_queries))
+        block = scores.block(rows)
+        band_start = labels.positive_start[rows].min().item()
+        band_stop = max(labels.positive_end[rows].max().item(), band_start)
+        best_positive[rows] = _take_same_label(block[:, band_start:band_stop], labels, rows,
+                                               band_start)
+        _, low, high = _window(best_positive[rows], scores.error_bounds[rows])
+        surely_closer[rows], possibly_closer[rows], _, _ = _count_below(
+            block, low, high, no_columns, no_columns)
+    has_positive, low, high = _window(best_positive, scores.error_bounds)
+    return has_positive, low, high, surely_closer, possibly_closer
+
+
+def _count_closer_each_pair_once(scores, labels, class_blocks):
+    """Symmetric scores, queries = items: block ``[start, stop)`` scores columns
+    ``start..n`` only; blocks run from last to first (see the module docstring)."""
+    num_queries = len(labels.query_labels)
+    best_positive = torch.empty(num_queries, device=labels.query_labels.device)
+    low, high = torch.empty_like(best_positive), torch.empty_like(best_positive)
+    surely_closer = torch.zeros(num_queries, dtype=torch.int64, device=best_positive.device)
+    possibly_closer = torch.zeros_like(surely_closer)
+    for start, stop in reversed(class_blocks):
+        rows, later = slice(start, stop), slice(stop, num_queries)
+        block = scores.block(rows, slice(start, num_queries))
+        # Whole classes per block: the rows' same-label items are all in the diagonal tile.
+        best_positive[rows] = _take_same_label(block[:, :stop - start], labels, rows, start)
+        _, low[rows], high[rows] = _window(best_positive[rows], scores.error_bounds[rows])
+        row_low, row_high, column_low, column_high = _count_below(
+            block, low[rows], high[rows], low[later], high[later])
+        surely_closer[rows] += row_low
+        possibly_closer[rows] += row_high
+        surely_closer[later] += column_low
+        possibly_closer[later] += column_high
+    return torch.isfinite(best_positive), low, high, surely_closer, possibly_closer
+
+
+def _take_same_label(band, labels, rows, band_start):
+    """Closest same-label score of each row (the query itself excluded), or inf;
+    then, in place, every same-label entry of ``band`` (the query included) becomes inf."""
+    is_same_label = labels.same_label_mask(rows, band_start, band_start + band.shape[1])
+    is_positive = is_same_label.clone()
+    labels.exclude_self_from(is_positive, rows.start, band_start)
+    best_positive = _row_minimum(torch.where(is_positive, band, INF))
+    band.masked_fill_(is_same_label, INF)
+    return best_positive
+
+
+def _window(best_positive, error_bounds):
+    """The scores ``[low, high]`` whose order against the closest same-label item
+    float32 cannot tell (empty, -inf, without one). Both the entry and the
+    closest same-label score carry float32 error, hence twice the bound."""
+    has_positive = torch.isfinite(best_positive)
+    low = torch.where(has_positive, best_positive - 2.0 * error_bounds, -INF)
+    high = torch.where(has_positive, best_positive + 2.0 * error_bounds, -INF)
+    return has_positive, low, high
+
+
+def _row_minimum(values):
+    if values.shape[1] == 0:
+        return torch.full((len(values),), INF, dtype=values.dtype, device=values.device)
+    return values.amin(1)
+
+
+def _count_below(block, low, high, column_low, column_high):
+    """Per row, entries ``< low`` and ``<= high``; per trailing column, the same
+    against ``column_low`` / ``column_high`` (the columns' own queries)."""
+    tail = block.shape[1] - len(column_low)
+    if block.device.type != "cpu":
+        block_tail = block[:, tail:]
+        return ((block < low[:, None]).sum(1), (block <= high[:, None]).sum(1),
+                (block_tail < column_low).sum(0), (block_tail <= column_high).sum(0))
+    # On CPU, torch's integer sums of boolean masks are several times slower
+    # than numpy's vectorised counting, one cached row at a time.
+    values, low, high = block.numpy(), low.numpy(), high.numpy()
+    column_low, column_high = column_low.numpy(), column_high.numpy()
+    row_below_low = np.empty(len(values), dtype=np.int64)
+    row_up_to_high = np.empty(len(values), dtype=np.int64)
+    column_below_low = np.zeros(len(column_low), dtype=np.int64)
+    column_up_to_high = np.zeros(len(column_low), dtype=np.int64)
+    for row, row_values in enumerate(values):
+        row_below_low[row] = np.count_nonzero(row_values < low[row])
+        row_up_to_high[row] = np.count_nonzero(row_values <= high[row])
+        if len(column_low):
+            np.add(column_below_low, row_values[tail:] < column_low, out=column_below_low)
+            np.add(column_up_to_high, row_values[tail:] <= column_high, out=column_up_to_high)
+    return tuple(torch.from_numpy(counts) for counts in
+                 (row_below_low, row_up_to_high, column_below_low, column_up_to_high))
+
+
+def _exact_closer_counts(scores, labels, queries, low, high, block_size):
+    """Other-label items exactly closer than the closest same-label item, for ``queries``.
+
+    The rows are scored again: below ``low`` an item is surely closer, and the
+    items scoring in ``[low, high]`` are compared in float64. The count comes
+    from this scoring alone; mixing it with another float32 scoring of the
+    same pairs could count an item twice or never.
+    """
+    best_positive = _exact_closest_same_label(scores, labels, queries)
+    closer = torch.empty(len(queries), dtype=torch.int64, device=queries.device)
+    for start in range(0, len(queries), block_size):
+        rows = slice(start, start + block_size)
+        block = scores.block(queries[rows])
+        if labels.exclude_self:
+            block[torch.arange(len(block), device=block.device), queries[rows]] = INF
+        surely_closer = (block < low[rows, None]).sum(1)
+        row, column = ((block >= low[rows, None]) & (block <= high[rows, None])).nonzero(
+            as_tuple=True)
+        row = row + start
+        other_label = labels.query_labels[queries[row]] != labels.item_labels[column]
+        row, column = row[other_label], column[other_label]
+        is_closer = _exact_scores(scores, queries[row], column) < best_positive[row]
+        closer[rows] = surely_closer + torch.bincount(row[is_closer] - start,
+                                                      minlength=len(block))
+    return closer
+
+
+def _exact_closest_same_label(scores, labels, queries):
+    """Float64 score of the closest same-label item (not the query itself) of ``queries``."""
+    starts, ends = labels.positive_start[queries], labels.positive_end[queries]
+    row = torch.repeat_interleave(torch.arange(len(queries), device=queries.device), ends - starts)
+    first_of_row = torch.cumsum(ends - starts, 0) - (ends - starts)
+    column = starts[row] + torch.arange(len(row), device=row.device) - first_of_row[row]
+    if labels.exclude_self:
+        not_self = column != queries[row]
+        row, column = row[not_self], column[not_self]
+    best_positive = torch.full((len(queries),), INF, dtype=torch.float64, device=queries.device)
+    return best_positive.scatter_reduce(0, row, _exact_scores(scores, queries[row], column),
+                                        reduce="amin")
+
+
+def _exact_scores(scores, query_index, item_index):
+    """``scores.exact`` of many pairs, chunk by chunk."""
+    chunk = max(1, EXACT_CHUNK_ELEMENTS // scores.items.shape[1])
+    pieces = [scores.exact(query_index[start:start + chunk], item_index[start:start + chunk])
+              for start in range(0, len(query_index), chunk)]
+    return (torch.cat(pieces) if pieces
+            else torch.empty(0, dtype=torch.float64, device=query_index.device))

@@ -1,0 +1,111 @@
+"""The two ways a query scores items: Euclidean distance and cosine similarity.
+
+Each is a *score, lower is closer*, computed blockwise in float32 by one
+matrix product, with a bound on the float32 error of every entry and an
+exact (float64) score for the few pairs whose order the bound leaves open
+(see ``evaluation.ranking``). A score object holds its queries and items,
+already sorted by the caller; blocks are addressed by row and column slices.
+
+Error bounds follow Higham's bound for a float32 dot product of length ``n``
+summed in any order: ``|fl(a.b) - a.b| <= gamma_n sum_k |a_k b_k|`` with
+``gamma_n = n u / (1 - n u)`` and ``u = 2^-24``; each bound is then doubled as
+a safety factor (a library may, e.g., round an intermediate once more).
+"""
+import contextlib
+
+import torch
+
+FLOAT32_UNIT_ROUNDOFF = 2.0 ** -24
+SAFETY_FACTOR = 2.0
+# The authors' l2_norm adds 1e-12 under the square root (evaluation/recall_inshop.py).
+INSHOP_NORM_EPS = 1e-12
+
+
+def gamma(num_terms):
+    """Higham's ``gamma_n`` for float32."""
+    nu = num_terms * FLOAT32_UNIT_ROUNDOFF
+    return nu / (1.0 - nu)
+
+
+@contextlib.contextmanager
+def ieee_float32_matmul():
+    """Run float32 products in full precision (no TF32 or bf16 shortcuts).
+
+    The error bounds assume IEEE float32 products; a caller that enabled TF32
+    for training would otherwise push near-ties beyond the bound.
+    """
+    previous_precision = torch.get_float32_matmul_precision()
+    previous_cuda_tf32 = torch.backends.cuda.matmul.allow_tf32
+    torch.set_float32_matmul_precision("highest")
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = previous_cuda_tf32
+        torch.set_float32_matmul_precision(previous_precision)
+
+
+class SquaredEuclidean:
+    """Squared Euclidean distance, ``||q||^2 + ||x||^2 - 2 q.x`` in one product.
+
+    Both sides are extended by two columns, ``[q, ||q||^2, 1]`` and
+    ``[-2x, 1, ||x||^2]``, so a block is a single matrix product (no extra
+    passes to add the norms) and its values are symmetric when the queries
+    are the items, which lets ``evaluation.ranking`` compute each pair once.
+    Scaling by -2 is exact in floating point.
+    """
+
+    symmetric = True
+
+    def __init__(self, queries, items):
+        self.queries, self.items = queries, items
+        self.dim = items.shape[1]
+        self.query_side = self._extend(queries, query_side=True)
+        self.item_side = self._extend(items, query_side=False)
+        largest_item_norm = self.item_side[:, -1].max().sqrt() if len(items) else 0.0
+        query_norms = self.query_side[:, self.dim].sqrt()
+        # The |terms| of entry (q, x) sum to at most (||q|| + ||x||)^2, and the two
+        # squared norms carry gamma_d relative error each.
+        self.error_bounds = (SAFETY_FACTOR * 2.0 * gamma(self.dim + 2)
+                             * (query_norms + largest_item_norm) ** 2)
+
+    def _extend(self, vectors, query_side):
+        squared_norms = (vectors * vectors).sum(1, keepdim=True)
+        ones = torch.ones_like(squared_norms)
+        if query_side:
+            return torch.cat([vectors, squared_norms, ones], 1)
+        return torch.cat([-2.0 * vectors, ones, squared_norms], 1)
+
+    def block(self, rows, columns=slice(None)):
+        return torch.mm(self.query_side[rows], self.item_side[columns].T)
+
+    def exact(self, query_index, item_index):
+        """Squared distances of the pairs in float64, differences first (no cancellation)."""
+        queries = self.queries[query_index].double()
+        return ((queries - self.items[item_index].double()) ** 2).sum(1)
+
+
+def inshop_l2_normalize(vectors):
+    """The authors' ``x / sqrt(sum x^2 + 1e-12)``, in the dtype of ``vectors``."""
+    return vectors / torch.sqrt((vectors * vectors).sum(1, keepdim=True) + INSHOP_NORM_EPS)
+
+
+class NegativeCosine:
+    """``-cos(q, g)`` of vectors normalised as the authors' In-Shop code does."""
+
+    symmetric = False
+
+    def __init__(self, queries, items):
+        self.queries, self.items = queries, items
+        self.query_side = -inshop_l2_normalize(queries)
+        self.item_side = inshop_l2_normalize(items)
+        # A dot product of vectors of norm <= 1, plus the normalisation of both sides.
+        bound = SAFETY_FACTOR * 4.0 * gamma(items.shape[1] + 4)
+        self.error_bounds = torch.full((len(queries),), bound, device=queries.device)
+
+    def block(self, rows, columns=slice(None)):
+        return torch.mm(self.query_side[rows], self.item_side[columns].T)
+
+    def exact(self, query_index, item_index):
+        queries = inshop_l2_normalize(self.queries[query_index].double())
+        return -(queries * inshop_l2_normalize(self.items[item_index].double())).sum(1)
