@@ -15,7 +15,6 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
-import torch.distributed.nn.functional as dist_functional
 
 from utils.errors import UserInputError
 
@@ -74,10 +73,9 @@ class Distributed:
 
     def gather_with_grad(self, embedding, labels):
         """Embeddings and labels of all ranks, rank order; gradients flow back to each rank's rows."""
-        embeddings = dist_functional.all_gather(embedding)
         gathered_labels = [torch.empty_like(labels) for _ in range(self.world_size)]
         dist.all_gather(gathered_labels, labels)
-        return torch.cat(embeddings), torch.cat(gathered_labels)
+        return GatherWithGrad.apply(embedding), torch.cat(gathered_labels)
 
     def local_rows(self, tensor):
         """This rank's rows of a tensor gathered by ``gather_with_grad`` (equal batch sizes)."""
@@ -112,6 +110,24 @@ class Distributed:
     def shutdown(self):
         if dist.is_initialized():
             dist.destroy_process_group()
+
+
+class GatherWithGrad(torch.autograd.Function):
+    """all_gather whose backward hands every rank the summed gradient of its own rows."""
+
+    @staticmethod
+    def forward(ctx, tensor):
+        parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, tensor.contiguous())
+        return torch.cat(parts)
+
+    @staticmethod
+    def backward(ctx, grad):
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad)
+        rows = grad.shape[0] // dist.get_world_size()
+        rank = dist.get_rank()
+        return grad[rank * rows:(rank + 1) * rows]
 
 
 def _all_gather_variable(tensor):
