@@ -148,22 +148,32 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         with self.precision.autocast():
             backbone_logits, embedding = self.backbone(images, output_option=self.train_params["output_train_enc"])
-            mpn_logits = []
-            if self.loss_fn.uses_mpn:
-                graph_embedding, graph_labels = embedding, labels
-                if self.distributed is not None and self.train_params["graph_scope"] == "global":
-                    graph_embedding, graph_labels = self.distributed.gather_with_grad(embedding, labels)
-                mpn_logits, _ = self.mpn(graph_embedding, output_option=self.train_params["output_train_gnn"])
-                if graph_labels is not labels:
-                    mpn_logits = [self.distributed.local_rows(logits) for logits in mpn_logits]
+            mpn_logits = self.mpn_logits(embedding) if self.loss_fn.uses_mpn else []
         loss, terms = self.loss_fn(backbone_logits, mpn_logits, labels)
-        if not torch.isfinite(loss):
-            raise TrainingDiverged(f"The loss became {float(loss)} at epoch {epoch}, iteration {step + 1}; "
-                                   f"the last good checkpoint {self.run_dir / CHECKPOINT_NAME} is kept. Lower "
-                                   "train_params.lr or check the data.")
+        if not self.all_finite(loss):
+            raise TrainingDiverged(f"The loss became {float(loss.detach())} at epoch {epoch}, iteration "
+                                   f"{step + 1}; the last good checkpoint {self.run_dir / CHECKPOINT_NAME} is kept. "
+                                   "Lower train_params.lr or check the data.")
         self.precision.backward(loss, self.optimizer)
         self.precision.step(self.optimizer)
         return loss.detach(), {name: term.detach() for name, term in terms.items()}
+
+    def mpn_logits(self, embedding):
+        """MPN logits of this process's samples.
+
+        The graph is this process's batch (the paper's), or with
+        ``graph_scope: global`` the batches of all processes together.
+        """
+        output_option = self.train_params["output_train_gnn"]
+        if self.distributed is None or self.train_params["graph_scope"] != "global":
+            return self.mpn(embedding, output_option=output_option)[0]
+        logits, _ = self.mpn(self.distributed.gather_with_grad(embedding), output_option=output_option)
+        return [self.distributed.local_rows(layer_logits) for layer_logits in logits]
+
+    def all_finite(self, loss):
+        """Whether the loss is finite in every process (they must stop together)."""
+        finite = bool(torch.isfinite(loss))
+        return finite if self.distributed is None else not self.distributed.any_rank(not finite)
 
     def evaluate(self, epoch):
         """Metrics used for model selection: the validation classes if held out, else the test set."""

@@ -2,6 +2,7 @@
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -24,8 +25,9 @@ def torchrun(args, cwd, nproc=2):
                           cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
 
 
-def test_two_processes_train_evaluate_like_one_and_write_one_set_of_outputs(tmp_path, write_tiny_config):
-    config = write_tiny_config(num_epochs=2, lr_drop_epochs=[2])
+@pytest.mark.parametrize("options", [{}, {"graph_scope": "global"}], ids=["local_graph", "global_graph"])
+def test_two_processes_train_evaluate_like_one_and_write_one_set_of_outputs(tmp_path, write_tiny_config, options):
+    config = write_tiny_config(num_epochs=2, lr_drop_epochs=[2], **options)
     result = torchrun(["--config_path", str(config), "--output_dir", str(tmp_path / "runs")], cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     (folder,) = list((tmp_path / "runs").iterdir())
@@ -48,6 +50,16 @@ def test_two_processes_train_evaluate_like_one_and_write_one_set_of_outputs(tmp_
     assert single_metrics["NMI"] == pytest.approx(summary["best_metrics"]["test_NMI"], abs=1e-12)
 
 
+def test_sync_bn_on_the_cpu_is_refused_with_one_sentence(tmp_path, write_tiny_config):
+    result = torchrun(["--config_path", str(write_tiny_config(sync_bn=1)), "--output_dir", str(tmp_path / "runs")],
+                      cwd=tmp_path)
+    assert result.returncode != 0
+    assert "train_params.sync_bn is 1 but SyncBatchNorm needs CUDA GPUs" in result.stderr
+    # torchrun reports its workers' exit code (and prints its own traceback for the launcher).
+    assert re.search(r"exitcode\s*:\s*2", result.stderr)
+    assert not (tmp_path / "runs").exists()
+
+
 def test_test_mode_under_two_processes_equals_one_process(tmp_path, write_tiny_config):
     from net import build_backbone
     from utils.config import load_config
@@ -68,7 +80,7 @@ def test_test_mode_under_two_processes_equals_one_process(tmp_path, write_tiny_c
     assert json.loads((ddp / "metrics.json").read_text()) == json.loads((single / "metrics.json").read_text())
 
 
-def global_graph_worker(rank, world_size, init_file, feats, labels, out_dir):
+def global_graph_worker(rank, world_size, init_file, feats, out_dir):
     import torch.distributed as dist
 
     from net import build_mpn
@@ -82,11 +94,11 @@ def global_graph_worker(rank, world_size, init_file, feats, labels, out_dir):
     rows = feats.shape[0] // world_size
     local = feats[rank * rows:(rank + 1) * rows].clone().requires_grad_(True)
     distributed = Distributed(rank, world_size, rank)
-    graph, graph_labels = distributed.gather_with_grad(local, labels[rank * rows:(rank + 1) * rows])
+    graph = distributed.gather_with_grad(local)
     logits, _ = mpn(graph)
     local_logits = distributed.local_rows(logits[-1])
     local_logits.sum().backward()
-    torch.save({"logits": local_logits.detach(), "grad": local.grad, "labels": graph_labels},
+    torch.save({"logits": local_logits.detach(), "grad": local.grad},
                Path(out_dir) / f"rank{rank}.pt")
     dist.destroy_process_group()
 
@@ -95,8 +107,8 @@ def test_global_graph_scope_equals_one_process_fed_the_concatenated_batch(tmp_pa
     from net import build_mpn
     from tests.reference import load, materialize
     fixture = load("gnn_cub.pt")
-    feats, labels = fixture["feats"], fixture["labels"]
-    mp.spawn(global_graph_worker, args=(2, str(tmp_path / "init"), feats, labels, str(tmp_path)), nprocs=2)
+    feats = fixture["feats"]
+    mp.spawn(global_graph_worker, args=(2, str(tmp_path / "init"), feats, str(tmp_path)), nprocs=2)
 
     mpn = build_mpn(fixture["config"]["gnn_params"], 512)
     mpn.load_state_dict(materialize(fixture["state_dict"]))
@@ -111,4 +123,3 @@ def test_global_graph_scope_equals_one_process_fed_the_concatenated_batch(tmp_pa
                                    rtol=1e-5, atol=1e-5)
         # Same sums in another order: float32 round-off, far below the gradients (up to ~1e2).
         torch.testing.assert_close(part["grad"], whole.grad[rank * rows:(rank + 1) * rows], rtol=1e-3, atol=1e-4)
-        assert torch.equal(part["labels"], labels)

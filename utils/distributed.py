@@ -60,6 +60,9 @@ class Distributed:
     def wrap_models(self, backbone, mpn, config):
         """DDP around both networks; ``sync_bn: 1`` first turns BatchNorm into SyncBatchNorm."""
         if config["train_params"]["sync_bn"]:
+            if dist.get_backend() != "nccl":
+                raise UserInputError("train_params.sync_bn is 1 but SyncBatchNorm needs CUDA GPUs (NCCL); set it "
+                                     "to 0 for runs on the CPU.")
             backbone = torch.nn.SyncBatchNorm.convert_sync_batchnorm(backbone)
             mpn = torch.nn.SyncBatchNorm.convert_sync_batchnorm(mpn)
         device_ids = [self.local_rank] if dist.get_backend() == "nccl" else None
@@ -71,11 +74,9 @@ class Distributed:
         mpn = torch.nn.parallel.DistributedDataParallel(mpn, device_ids=device_ids)
         return backbone, mpn
 
-    def gather_with_grad(self, embedding, labels):
-        """Embeddings and labels of all ranks, rank order; gradients flow back to each rank's rows."""
-        gathered_labels = [torch.empty_like(labels) for _ in range(self.world_size)]
-        dist.all_gather(gathered_labels, labels)
-        return GatherWithGrad.apply(embedding), torch.cat(gathered_labels)
+    def gather_with_grad(self, embedding):
+        """Embeddings of all ranks in rank order; gradients flow back to each rank's own rows."""
+        return GatherWithGrad.apply(embedding)
 
     def local_rows(self, tensor):
         """This rank's rows of a tensor gathered by ``gather_with_grad`` (equal batch sizes)."""
