@@ -114,7 +114,8 @@ def build_evaluators(config, device, autocast_dtype=None, distributed=None):
     options = dict(device=device, autocast_dtype=autocast_dtype, block_size=config["eval_params"]["block_size"],
                    nmi_seed=config["train_params"]["seed"],
                    gather=distributed.gather_embeddings if distributed else None,
-                   share=distributed.share_from_main if distributed else None)
+                   share=distributed.share_from_main if distributed else None,
+                   output_option=config["eval_params"]["output_test_enc"])
     evaluators = {"test": Evaluator(config["dataset"]["dataset_short"], **options)}
     if config["dataset"]["val"] and config["mode"] != "test":
         evaluators["val"] = Evaluator(VALIDATION_METRIC_SET, **options)

@@ -56,8 +56,8 @@ def build_setup(config, mode, device, device_requested=False, distributed=None):
     data = build_data(config, mode, rank=rank, world_size=world_size, pin_memory=device.type == "cuda")
     precision = build_precision(config["train_params"]["is_apex"], device, device_requested)
     backbone, mpn = build_models(config, data.num_train_classes, device)
-    if distributed is not None and mode == "train":
-        backbone, mpn = distributed.wrap_models(backbone, mpn, config)
+    if distributed is not None:
+        distributed.check_options(config)
     evaluators = build_evaluators(config, device, precision.dtype, distributed)
     return Setup(config, device, data, precision, backbone, mpn, evaluators, distributed)
 
@@ -68,8 +68,11 @@ def run_train(setup, run_dir, resume_path=None, stop_request=None):
     trainer = Trainer(setup.config, run_dir, setup.device, setup.precision, setup.backbone, setup.mpn,
                       setup.data, setup.evaluators, IntraBatchLoss.from_config(setup.config),
                       stop_request=stop_request, distributed=setup.distributed)
+    # Apex must see the bare models and the optimiser before any DDP wrapper.
     (trainer.backbone, trainer.mpn), trainer.optimizer = initialize_apex(
         setup.precision, [trainer.backbone, trainer.mpn], trainer.optimizer)
+    if setup.distributed is not None:
+        trainer.backbone, trainer.mpn = setup.distributed.wrap_models(trainer.backbone, trainer.mpn, setup.config)
     if resume_path is not None:
         trainer.load_state_dict(load_checkpoint(resume_path))
         logger.info("Resumed from %s after epoch %d", resume_path, trainer.epoch)

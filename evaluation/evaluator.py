@@ -23,7 +23,7 @@ class Evaluator:
     """
 
     def __init__(self, dataset_short, device, autocast_dtype=None, block_size=DEFAULT_BLOCK_SIZE,
-                 nmi_seed=0, gather=None, share=None):
+                 nmi_seed=0, gather=None, share=None, output_option="plain"):
         self.metric_set = metric_set(dataset_short)
         self.device = torch.device(device)
         self.autocast_dtype = autocast_dtype
@@ -31,6 +31,7 @@ class Evaluator:
         self.nmi_seed = nmi_seed
         self.gather = gather
         self.share = share
+        self.output_option = output_option
 
     def evaluate(self, model, loader=None, query_loader=None, gallery_loader=None):
         """``{'R@1': fraction, ..., 'NMI': fraction}``.
@@ -66,7 +67,7 @@ class Evaluator:
 
     def _embed(self, model, loader):
         embeddings, labels, indices = extract_embeddings(model, loader, self.device,
-                                                         self.autocast_dtype)
+                                                         self.autocast_dtype, self.output_option)
         if self.gather is not None:
             embeddings, labels, indices = self.gather(embeddings, labels, indices)
         return in_index_order(embeddings, labels, indices)

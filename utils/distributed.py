@@ -57,12 +57,18 @@ class Distributed:
         """This rank's device, as if named by --device (torchrun chose it)."""
         return self.device(), True
 
+    def check_options(self, config):
+        if config["train_params"]["sync_bn"] and dist.get_backend() != "nccl":
+            raise UserInputError("train_params.sync_bn is 1 but SyncBatchNorm needs CUDA GPUs (NCCL); set it "
+                                 "to 0 for runs on the CPU.")
+
     def wrap_models(self, backbone, mpn, config):
-        """DDP around both networks; ``sync_bn: 1`` first turns BatchNorm into SyncBatchNorm."""
+        """DDP around both networks; ``sync_bn: 1`` first turns BatchNorm into SyncBatchNorm.
+
+        The converted BatchNorm layers keep the same parameter tensors, so an
+        optimiser built on the bare models stays valid.
+        """
         if config["train_params"]["sync_bn"]:
-            if dist.get_backend() != "nccl":
-                raise UserInputError("train_params.sync_bn is 1 but SyncBatchNorm needs CUDA GPUs (NCCL); set it "
-                                     "to 0 for runs on the CPU.")
             backbone = torch.nn.SyncBatchNorm.convert_sync_batchnorm(backbone)
             mpn = torch.nn.SyncBatchNorm.convert_sync_batchnorm(mpn)
         device_ids = [self.local_rank] if dist.get_backend() == "nccl" else None
