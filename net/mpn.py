@@ -11,10 +11,10 @@ import torch.nn.functional as F
 
 from net.attention import MultiHeadDotProduct
 from net.graph import correlation_edge_weights
+from net.heads import make_classifier, make_neck
 from utils.errors import UserInputError
 
 FEED_FORWARD_EXPANSION = 4
-CLASSIFIER_WEIGHT_STD = 0.001
 
 
 class MessagePassingLayer(nn.Module):
@@ -109,9 +109,9 @@ class MPN(nn.Module):
         num_classes = classifier["num_classes"]
         self.bottleneck = None
         if classifier["neck"]:
-            self.bottleneck = nn.ModuleList(_neck(feature_dim) for _ in range(num_classifiers))
+            self.bottleneck = nn.ModuleList(make_neck(feature_dim) for _ in range(num_classifiers))
         self.fc = nn.ModuleList(
-            _classifier(feature_dim, num_classes, bool(classifier["neck"]))
+            make_classifier(feature_dim, num_classes, bool(classifier["neck"]))
             for _ in range(num_classifiers))
 
     def forward(self, feats, output_option="plain"):
@@ -136,24 +136,6 @@ class MPN(nn.Module):
         if self.classifier_per_layer:
             return layer_outputs
         return layer_outputs[-1:]
-
-
-def _neck(feature_dim):
-    """BatchNorm1d with weight 1 and a bias frozen at 0."""
-    neck = nn.BatchNorm1d(feature_dim)
-    nn.init.ones_(neck.weight)
-    nn.init.zeros_(neck.bias)
-    neck.bias.requires_grad_(False)
-    return neck
-
-
-def _classifier(feature_dim, num_classes, after_neck):
-    """Linear without bias, N(0, 0.001) weights after a neck; else a plain Linear."""
-    if not after_neck:
-        return nn.Linear(feature_dim, num_classes)
-    fc = nn.Linear(feature_dim, num_classes, bias=False)
-    nn.init.normal_(fc.weight, std=CLASSIFIER_WEIGHT_STD)
-    return fc
 
 
 def build_mpn(gnn_params, embed_dim):

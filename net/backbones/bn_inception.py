@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from net.backbones.heads import classify, make_classifier, make_neck
+from net.heads import classify, make_classifier, make_neck
 
 # Cadene's port of the Caffe ImageNet weights, the authors' starting point.
 IMAGENET_URL = "http://data.lip6.fr/cadene/pretrainedmodels/bn_inception-52deb4733.pth"

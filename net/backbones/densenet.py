@@ -6,7 +6,7 @@ from torch import nn
 from torch.nn import functional as F
 from torchvision import models
 
-from net.backbones.heads import classify, make_classifier, make_neck
+from net.heads import classify, make_classifier, make_neck
 
 # torchvision constructor and the V1 ImageNet weights.
 DENSENETS = {

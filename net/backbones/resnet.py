@@ -8,7 +8,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.checkpoint import checkpoint
 from torchvision import models
 
-from net.backbones.heads import classify, make_classifier, make_neck
+from net.heads import classify, make_classifier, make_neck
 
 # torchvision constructor and the V1 ImageNet weights the authors started from.
 RESNETS = {

@@ -8,6 +8,7 @@ from torch import nn
 from torch.nn import functional as F
 
 OUTPUT_OPTIONS = ("plain", "norm", "neck")
+CLASSIFIER_WEIGHT_STD = 0.001
 
 
 def make_neck(dim):
@@ -28,7 +29,7 @@ def make_classifier(dim, num_classes, neck):
     if not neck:
         return nn.Linear(dim, num_classes)
     classifier = nn.Linear(dim, num_classes, bias=False)
-    nn.init.normal_(classifier.weight, std=0.001)
+    nn.init.normal_(classifier.weight, std=CLASSIFIER_WEIGHT_STD)
     return classifier
 
 
