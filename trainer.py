@@ -72,6 +72,8 @@ class Trainer:
         self.stop_request = stop_request
         self.distributed = distributed
         self.is_main = distributed is None or distributed.is_main
+        # Model selection (best epoch, schedule reloads) uses held-out classes when there are some.
+        self.selection_split = "val" if "val" in evaluators else "test"
         self.channels_last = bool(config["models"]["encoder_params"]["channels_last"])
         self.optimizer = build_optimizer(list(unwrap(backbone).parameters()) + list(unwrap(mpn).parameters()),
                                          self.train_params["lr"], self.train_params["weight_decay"])
@@ -177,14 +179,13 @@ class Trainer:
 
     def evaluate(self, epoch):
         """Metrics used for model selection: the validation classes if held out, else the test set."""
-        split = "val" if "val" in self.evaluators else "test"
+        split = self.selection_split
         metrics = self.evaluators[split].evaluate(self.backbone, **self.data.eval_loaders[split])
         logger.info("Epoch %d %s: %s", epoch, split, format_metrics(metrics))
         return {f"{split}_{name}": value for name, value in metrics.items()}
 
     def end_of_epoch(self, epoch, train_stats, metrics, started):
-        selection_split = "val" if "val" in self.evaluators else "test"
-        score = metrics[f"{selection_split}_R@1"]
+        score = metrics[f"{self.selection_split}_R@1"]
         if epoch >= 1 and score > self.best.score:
             self.best = BestWeights(score, epoch, dict(metrics), _cpu_copy(unwrap(self.backbone).state_dict()),
                                     _cpu_copy(unwrap(self.mpn).state_dict()))

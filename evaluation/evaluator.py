@@ -32,6 +32,7 @@ class Evaluator:
         self.gather = gather
         self.share = share
         self.output_option = output_option
+        self._backend_logged = False
 
     def evaluate(self, model, loader=None, query_loader=None, gallery_loader=None):
         """``{'R@1': fraction, ..., 'NMI': fraction}``.
@@ -55,7 +56,9 @@ class Evaluator:
         recalls = recall_at_k(embeddings, labels, ks, self.block_size)
         metrics = {f"R@{k}": recalls[k] for k in ks}
         if self.metric_set.with_nmi:
-            logger.info("NMI: k-means by %s", nmi_backend())
+            if not self._backend_logged:
+                logger.info("NMI: k-means by %s", nmi_backend())
+                self._backend_logged = True
             metrics["NMI"] = nmi(embeddings, labels, seed=self.nmi_seed)
         return metrics
 

@@ -147,3 +147,42 @@ def test_stop_request_sets_on_signal():
         assert request.is_set()
     finally:
         request.uninstall()
+
+
+def test_val_holds_out_training_classes_for_selection_and_tests_once(write_tiny_config, tmp_path):
+    config = write_tiny_config(num_epochs=2, lr_drop_epochs=[2], max_iters_per_epoch=2, num_classes_iter=2,
+                               mutate=lambda raw: raw["dataset"].update(val=1, val_fraction=0.5))
+    assert train.main(["--config_path", str(config), "--output_dir", str(tmp_path)]) == 0
+    folder = run_folder(tmp_path)
+    rows = read_metrics(folder)
+    assert "val_R@1" in rows[0] and "test_R@1" not in rows[0]
+    summary = json.loads((folder / "summary.json").read_text())
+    assert set(summary["test_metrics_of_best_epoch"]) == {"R@1", "R@2", "R@4", "R@8", "NMI"}
+    assert summary["best_weights"]["backbone"].startswith(str(summary["best_metrics"]["val_R@1"]))
+    # 4 training classes, half held out: the classifiers have 2 outputs.
+    assert torch.load(folder / summary["best_weights"]["backbone"])["fc.bias"].shape == (2,)
+
+
+def test_hyper_search_runs_trials_and_writes_the_best_config(tmp_path):
+    from tests.conftest import tiny_train_config, write_class_pattern_images
+    from utils.config import load_config
+    # The authors' search space draws up to 15 classes x 9 images per batch.
+    root = write_class_pattern_images(tmp_path / "data", 32, 10)
+    raw = tiny_train_config(root, max_iters_per_epoch=1)
+    raw["mode"] = "hyper_search"
+    raw["hyper_search"] = {"num_trials": 2, "num_epochs": 1}
+    raw["dataset"]["num_classes"] = raw["models"]["gnn_params"]["classifier"]["num_classes"] = 16
+    config = tmp_path / "search.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    assert train.main(["--config_path", str(config), "--output_dir", str(tmp_path / "runs")]) == 0
+    folder = run_folder(tmp_path / "runs")
+    with open(folder / "trials.csv") as handle:
+        trials = list(csv.DictReader(handle))
+    assert [trial["trial"] for trial in trials] == ["1", "2"]
+    for trial in trials:
+        assert 1e-5 <= float(trial["train_params.lr"]) <= 1e-3
+        assert 6 <= int(trial["train_params.num_classes_iter"]) <= 15
+        assert int(trial["models.gnn_params.gnn.num_heads"]) in (1, 2, 4, 8)
+    best = load_config(folder / "best_config.yaml")
+    assert best["mode"] == "train" and best["train_params"]["num_epochs"] == 1
+    assert (folder / "trial_001" / "metrics.csv").is_file()
