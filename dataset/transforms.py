@@ -90,11 +90,16 @@ class ToCaffeTensor:
         return f"{type(self).__name__}()"
 
 
-def build_transform(trans, train, net_type, crop_size=227, resize_size=256):
+# torchvision's default area share of RandomResizedCrop, which the authors used.
+DEFAULT_CROP_SCALE = (0.08, 1.0)
+
+
+def build_transform(trans, train, net_type, crop_size=227, resize_size=256, crop_scale=DEFAULT_CROP_SCALE):
     """The authors' transform ``trans`` for training or evaluation.
 
-    Training: RandomResizedCrop(crop) with torchvision defaults, horizontal
-    flip, tensor, normalisation (+ random erasing for 'GL_orig_RE').
+    Training: RandomResizedCrop(crop) with torchvision defaults (the area
+    share ``crop_scale`` is (0.08, 1) unless the config changes it),
+    horizontal flip, tensor, normalisation (+ random erasing for 'GL_orig_RE').
     Evaluation: Resize(resize), CenterCrop(crop), tensor, normalisation.
     """
     if trans not in TRANSFORM_NAMES:
@@ -102,7 +107,8 @@ def build_transform(trans, train, net_type, crop_size=227, resize_size=256):
             f"Unknown dataset.trans '{trans}'; use one of {', '.join(TRANSFORM_NAMES)}.")
     caffe_input = net_type == "bn_inception"
     if train:
-        geometry = [transforms.RandomResizedCrop(crop_size), transforms.RandomHorizontalFlip()]
+        geometry = [transforms.RandomResizedCrop(crop_size, scale=tuple(crop_scale)),
+                    transforms.RandomHorizontalFlip()]
     else:
         geometry = [transforms.Resize(resize_size), transforms.CenterCrop(crop_size)]
     if caffe_input:

@@ -96,3 +96,9 @@ def test_every_option_has_a_doc():
     options = list(iter_options(SCHEMA))
     assert len(options) > 60
     assert all(option.doc for _, option in options)
+
+
+def test_crop_scale_must_be_an_ordered_share(tmp_path):
+    path = write_config(tmp_path, lambda raw: raw["dataset"].update(crop_scale=[0.9, 0.2]))
+    with pytest.raises(UserInputError, match=r"dataset.crop_scale"):
+        load_config(path)

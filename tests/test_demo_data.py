@@ -44,3 +44,11 @@ def test_incomplete_folder_is_rebuilt_keeping_files_that_are_not_ours(tmp_path):
     assert len(list((tmp_path / "images").rglob("*.png"))) == 1797
     with PIL.Image.open(tmp_path / "images" / "3" / "3.png") as image:
         assert image.size == (IMAGE_SIZE, IMAGE_SIZE)
+
+
+def test_images_are_deterministic_and_vary_in_colour(demo_root, tmp_path):
+    from dataset.demo import digit_image
+    from sklearn.datasets import load_digits
+    grey_levels = load_digits().images[0]
+    assert digit_image(grey_levels, 0).tobytes() == digit_image(grey_levels, 0).tobytes()
+    assert digit_image(grey_levels, 0).tobytes() != digit_image(grey_levels, 1).tobytes()

@@ -186,3 +186,14 @@ def test_hyper_search_runs_trials_and_writes_the_best_config(tmp_path):
     best = load_config(folder / "best_config.yaml")
     assert best["mode"] == "train" and best["train_params"]["num_epochs"] == 1
     assert (folder / "trial_001" / "metrics.csv").is_file()
+
+
+def test_is_apex_on_an_explicit_cpu_trains_with_bfloat16_autocast(write_tiny_config, tmp_path, caplog):
+    import logging
+    config = write_tiny_config(num_epochs=1, max_iters_per_epoch=2)
+    with caplog.at_level(logging.INFO):
+        assert train.main(["--config_path", str(config), "--is_apex", "1", "--device", "cpu",
+                           "--output_dir", str(tmp_path)]) == 0
+    assert "Precision: autocast-bfloat16" in caplog.text
+    rows = read_metrics(run_folder(tmp_path))
+    assert float(rows[0]["loss_Total"]) > 0

@@ -107,3 +107,8 @@ def test_bn_inception_erasing_paints_the_same_colour_as_for_resnet():
 def test_unknown_transform_names_dataset_trans():
     with pytest.raises(UserInputError, match="dataset.trans 'autoaugment'"):
         build_transform("autoaugment", True, "resnet50")
+
+
+def test_crop_scale_option_changes_only_the_crop_area_share():
+    crop = build_transform("GL_orig_RE", True, "resnet50", 24, 24, crop_scale=[0.5, 1.0]).transforms[0]
+    assert crop.scale == (0.5, 1.0) and crop.ratio == pytest.approx((3 / 4, 4 / 3))

@@ -125,6 +125,8 @@ SCHEMA = {
         "nb_workers": Option(4, int, "Data loader worker processes.", minimum=0),
         "crop_size": Option(227, int, "Ours. Crop size of the transforms.", minimum=8),
         "resize_size": Option(256, int, "Ours. Resize before the evaluation centre crop.", minimum=8),
+        "crop_scale": Option([0.08, 1.0], list, "Ours. Area share [min, max] of the training "
+                             "RandomResizedCrop; the default is torchvision's, as the authors used."),
         "skip_broken_images": _flag(0, "Ours. 1 skips unreadable images (counted in the log) instead of "
                                     "stopping."),
     },
@@ -306,6 +308,11 @@ def check_consistency(config, source):
     if not all(isinstance(epoch, int) and epoch >= 1 for epoch in drops) or drops != sorted(drops):
         raise UserInputError(f"Key 'train_params.lr_drop_epochs' in {source} must be an increasing list "
                              f"of epoch numbers (>= 1), got {drops!r}.")
+    scale = config["dataset"]["crop_scale"]
+    if not (len(scale) == 2 and all(isinstance(value, (int, float)) for value in scale)
+            and 0 < scale[0] <= scale[1] <= 1):
+        raise UserInputError(f"Key 'dataset.crop_scale' in {source} must be [min, max] with "
+                             f"0 < min <= max <= 1, got {scale!r}.")
     fraction = config["dataset"]["val_fraction"]
     if config["dataset"]["val"] and not 0 < fraction < 1:
         raise UserInputError(f"Key 'dataset.val_fraction' in {source} must lie between 0 and 1 when "
