@@ -7,6 +7,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from utils.io import atomic_write, atomic_write_text  # noqa: E402
 
@@ -62,6 +63,7 @@ class History:
                 scale = 100.0 if ylabel == "%" else 1.0
                 axis.plot(epochs, [value * scale for value in values], marker="o", label=column)
         axis.set_xlabel("epoch")
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.set_ylabel(ylabel)
         axis.set_title(title)
         axis.grid(True)
