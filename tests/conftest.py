@@ -93,3 +93,24 @@ def write_tiny_config(tmp_path, pattern_tree):
         path.write_text(yaml.safe_dump(raw))
         return path
     return write
+
+
+def evaluate_best_weights_in_test_mode(run_folder, output_dir):
+    """Run test mode on a finished run's config and best weights; returns the metrics.json dict."""
+    import json
+
+    import yaml
+
+    import train
+    summary = json.loads((run_folder / "summary.json").read_text())
+    raw = yaml.safe_load((run_folder / "config.yaml").read_text())
+    raw["mode"] = "test"
+    config_path = Path(output_dir) / "test.yaml"
+    config_path.parent.mkdir(parents=True, exist_ok=True)
+    config_path.write_text(yaml.safe_dump(raw))
+    weights = summary["best_weights"]
+    assert train.main(["--config_path", str(config_path), "--bb_path", str(run_folder / weights["backbone"]),
+                       "--gnn_path", str(run_folder / weights["mpn"]),
+                       "--output_dir", str(Path(output_dir) / "runs")]) == 0
+    (test_run,) = list((Path(output_dir) / "runs").iterdir())
+    return json.loads((test_run / "metrics.json").read_text())

@@ -13,6 +13,7 @@ import torch.multiprocessing as mp
 import yaml
 
 import train
+from tests.conftest import evaluate_best_weights_in_test_mode
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
@@ -37,15 +38,7 @@ def test_two_processes_train_evaluate_like_one_and_write_one_set_of_outputs(tmp_
     assert "2 processes" in (folder / "train.log").read_text()
     summary = json.loads((folder / "summary.json").read_text())
 
-    raw = yaml.safe_load((folder / "config.yaml").read_text())
-    raw["mode"] = "test"
-    test_config = tmp_path / "test.yaml"
-    test_config.write_text(yaml.safe_dump(raw))
-    weights = folder / summary["best_weights"]["backbone"]
-    assert train.main(["--config_path", str(test_config), "--bb_path", str(weights),
-                       "--output_dir", str(tmp_path / "single")]) == 0
-    (single,) = list((tmp_path / "single").iterdir())
-    single_metrics = json.loads((single / "metrics.json").read_text())
+    single_metrics = evaluate_best_weights_in_test_mode(folder, tmp_path / "single")
     assert single_metrics["R@1"] == summary["best_metrics"]["test_R@1"]
     assert single_metrics["NMI"] == pytest.approx(summary["best_metrics"]["test_NMI"], abs=1e-12)
 

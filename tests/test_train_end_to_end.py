@@ -7,6 +7,7 @@ import torch
 import yaml
 
 import train
+from tests.conftest import evaluate_best_weights_in_test_mode
 from trainer import Trainer
 from utils.signals import StopRequest
 
@@ -72,15 +73,7 @@ def test_summary_reports_best_and_last_epoch(finished_run):
 
 def test_best_weights_load_in_test_mode_and_give_the_same_recall(finished_run, tmp_path):
     summary = json.loads((finished_run / "summary.json").read_text())
-    raw = yaml.safe_load((finished_run / "config.yaml").read_text())
-    raw["mode"] = "test"
-    config_path = tmp_path / "test.yaml"
-    config_path.write_text(yaml.safe_dump(raw))
-    backbone = finished_run / summary["best_weights"]["backbone"]
-    mpn = finished_run / summary["best_weights"]["mpn"]
-    assert train.main(["--config_path", str(config_path), "--bb_path", str(backbone), "--gnn_path", str(mpn),
-                       "--output_dir", str(tmp_path / "runs")]) == 0
-    metrics = json.loads((run_folder(tmp_path / "runs") / "metrics.json").read_text())
+    metrics = evaluate_best_weights_in_test_mode(finished_run, tmp_path)
     assert metrics["R@1"] == summary["best_metrics"]["test_R@1"]
 
 
