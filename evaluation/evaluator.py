@@ -54,19 +54,23 @@ class Evaluator:
     def all_against_all_metrics(self, embeddings, labels):
         ks = self.metric_set.recall_ks
         recalls = recall_at_k(embeddings, labels, ks, self.block_size)
-        metrics = {f"R@{k}": recalls[k] for k in ks}
-        if self.metric_set.with_nmi:
-            if not self._backend_logged:
-                logger.info("NMI: k-means by %s", nmi_backend())
-                self._backend_logged = True
-            metrics["NMI"] = nmi(embeddings, labels, seed=self.nmi_seed)
-        return metrics
+        return {**{f"R@{k}": recalls[k] for k in ks}, **self._nmi(embeddings, labels)}
 
     def query_gallery_metrics(self, query, query_labels, gallery, gallery_labels):
         ks = self.metric_set.recall_ks
         recalls = inshop_recall_at_k(query, query_labels, gallery, gallery_labels, ks,
                                      self.block_size)
-        return {f"R@{k}": recalls[k] for k in ks}
+        test_set = torch.cat([query, gallery]), torch.cat([query_labels, gallery_labels])
+        return {**{f"R@{k}": recalls[k] for k in ks}, **self._nmi(*test_set)}
+
+    def _nmi(self, embeddings, labels):
+        """``{'NMI': value}`` with as many k-means clusters as test classes, or {} if not reported."""
+        if not self.metric_set.with_nmi:
+            return {}
+        if not self._backend_logged:
+            logger.info("NMI: k-means by %s", nmi_backend())
+            self._backend_logged = True
+        return {"NMI": nmi(embeddings, labels, seed=self.nmi_seed)}
 
     def _embed(self, model, loader):
         embeddings, labels, indices = extract_embeddings(model, loader, self.device,

@@ -6,6 +6,7 @@ from threadpoolctl import threadpool_limits
 from evaluation.embeddings import extract_embeddings
 from evaluation.evaluator import Evaluator
 from evaluation.metric_sets import format_metrics, metric_set
+from evaluation.clustering import nmi
 from evaluation.recall import inshop_recall_at_k, recall_at_k
 from utils.errors import UserInputError
 
@@ -83,7 +84,7 @@ def test_metric_sets_follow_the_paper_protocols():
     assert metric_set("sop").recall_ks == (1, 10, 100, 1000) and metric_set("sop").with_nmi
     in_shop = metric_set("in_shop")
     assert in_shop.recall_ks == (1, 10, 20, 30, 40)
-    assert in_shop.query_gallery and not in_shop.with_nmi
+    assert in_shop.query_gallery and in_shop.with_nmi
 
 
 def test_unknown_dataset_short_names_the_key():
@@ -106,15 +107,16 @@ def test_evaluator_reports_recall_and_nmi_of_the_backbone_embeddings(model):
     assert 0.0 <= metrics["NMI"] <= 1.0
 
 
-def test_evaluator_in_shop_scores_queries_against_gallery_without_nmi(model):
+def test_evaluator_in_shop_scores_queries_against_gallery_and_nmi_over_both(model):
     query_loader, gallery_loader = tiny_loader(12, 5, seed=1), tiny_loader(30, 8, seed=2)
     metrics = Evaluator("in_shop", "cpu").evaluate(model, query_loader=query_loader,
                                                   gallery_loader=gallery_loader)
-    assert list(metrics) == ["R@1", "R@10", "R@20", "R@30", "R@40"]
+    assert list(metrics) == ["R@1", "R@10", "R@20", "R@30", "R@40", "NMI"]
     query, query_labels, _ = extract_embeddings(model, query_loader, "cpu")
     gallery, gallery_labels, _ = extract_embeddings(model, gallery_loader, "cpu")
     expected = inshop_recall_at_k(query, query_labels, gallery, gallery_labels, (1, 10, 20, 30, 40))
-    assert list(metrics.values()) == list(expected.values())
+    assert [metrics[name] for name in list(metrics)[:-1]] == list(expected.values())
+    assert metrics["NMI"] == nmi(torch.cat([query, gallery]), torch.cat([query_labels, gallery_labels]))
 
 
 def test_evaluator_does_not_depend_on_loader_order(model):
