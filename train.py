@@ -74,7 +74,11 @@ def load_run_config(args):
     """The config of a new run, or of the run that ``--resume`` continues, with the flags applied."""
     resume_path = resolve_resume_path(args.resume) if args.resume else None
     config_path = resume_path.parent / "config.yaml" if resume_path else args.config_path
-    return load_config(config_path, config_overrides(args)), resume_path
+    config = load_config(config_path, config_overrides(args))
+    if resume_path is not None and config["mode"] != "train":
+        raise UserInputError(f"--resume {args.resume}: that run has mode '{config['mode']}', and only training "
+                             "runs can be resumed; start it again instead.")
+    return config, resume_path
 
 
 def create_run_dir(args, config, resume_path, distributed):

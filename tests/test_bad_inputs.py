@@ -208,3 +208,14 @@ def test_batch_larger_than_the_training_split(tmp_path, caplog, user_tree):
 
 def test_resume_of_a_folder_without_checkpoint(tmp_path, caplog):
     assert_refused(tmp_path, caplog, ["--resume", str(tmp_path)], "--resume", "last.pth")
+
+
+def test_resume_of_a_run_that_is_not_training(tmp_path, caplog, user_tree):
+    run = tmp_path / "old_run"
+    run.mkdir()
+    raw = tiny_train_config(user_tree)
+    raw["mode"] = "test"
+    (run / "config.yaml").write_text(yaml.safe_dump(raw))
+    (run / "last.pth").write_bytes(b"")
+    assert_refused(tmp_path, caplog, ["--resume", str(run)], "only training runs can be resumed",
+                   user_files=[run])
