@@ -28,9 +28,13 @@ import torch
 from evaluation.scores import ieee_float32_matmul
 
 # Float64 re-scoring works through the candidate pairs in chunks of this many
-# vector elements (32 MiB per operand), bounding its memory.
-EXACT_CHUNK_ELEMENTS = 1 << 22
+# vector elements (512 KiB per operand): small enough to stay in cache.
+EXACT_CHUNK_ELEMENTS = 1 << 16
 INF = float("inf")
+# Narrow integer sums of boolean masks stay exact over at most this many terms.
+UINT8_MAX, UINT16_MAX = 255, 65_535
+# Scores counted per step on CPU (1 MiB of float32): they stay in cache.
+CACHED_BLOCK_ELEMENTS = 1 << 18
 
 
 def same_label_hits(score_kind, items, item_labels, ks, block_size, queries=None,
@@ -56,22 +60,36 @@ def same_label_hits(score_kind, items, item_labels, ks, block_size, queries=None
     with ieee_float32_matmul(), torch.no_grad():
         scores = score_kind(queries, items)
         labels = _SortedLabels(query_labels, item_labels, exclude_self)
+        memory = _BlockMemory(min(block_size, len(queries)) * len(items), device)
         class_blocks = _class_aligned_blocks(labels, block_size)
         if exclude_self and scores.symmetric and class_blocks is not None:
-            window = _count_closer_each_pair_once(scores, labels, class_blocks)
+            window = _count_closer_each_pair_once(scores, labels, class_blocks, memory)
         else:
-            window = _count_closer_row_by_row(scores, labels, block_size)
+            window = _count_closer_row_by_row(scores, labels, block_size, memory)
         has_positive, low, high, surely_closer, possibly_closer = window
         hits = possibly_closer[:, None] < ks
         undecided = (hits != (surely_closer[:, None] < ks)).any(1).nonzero(as_tuple=True)[0]
         if len(undecided):
             closer = _exact_closer_counts(scores, labels, undecided, low[undecided],
-                                          high[undecided], block_size)
+                                          high[undecided], block_size, memory)
             hits[undecided] = closer[:, None] < ks
         hits &= has_positive[:, None]
     in_query_order = torch.empty_like(hits)
     in_query_order[query_order] = hits
     return in_query_order
+
+
+class _BlockMemory:
+    """Flat buffers every block reuses: its float32 scores and, on CPU, its
+    comparison mask. A freshly allocated block is paged in again 4 KiB at a
+    time, which at CUB size costs about a sixth of the whole evaluation."""
+
+    def __init__(self, num_elements, device):
+        self.scores = torch.empty(num_elements, device=device)
+        self.mask = np.empty(num_elements, dtype=bool) if device.type == "cpu" else None
+
+    def mask_like(self, values):
+        return self.mask[:values.size].reshape(values.shape)
 
 
 class _SortedLabels:
@@ -111,7 +129,7 @@ def _class_aligned_blocks(labels, block_size):
     return blocks
 
 
-def _count_closer_row_by_row(scores, labels, block_size):
+def _count_closer_row_by_row(scores, labels, block_size, memory):
     """Every query block against all items; the rows hold their own same-label items."""
     num_queries = len(labels.query_labels)
     best_positive = torch.empty(num_queries, device=labels.query_labels.device)
@@ -120,19 +138,19 @@ def _count_closer_row_by_row(scores, labels, block_size):
     no_columns = best_positive[:0]
     for start in range(0, num_queries, block_size):
         rows = slice(start, min(start + block_size, num_queries))
-        block = scores.block(rows)
+        block = scores.block(rows, buffer=memory.scores)
         band_start = labels.positive_start[rows].min().item()
         band_stop = max(labels.positive_end[rows].max().item(), band_start)
         best_positive[rows] = _take_same_label(block[:, band_start:band_stop], labels, rows,
                                                band_start)
         _, low, high = _window(best_positive[rows], scores.error_bounds[rows])
         surely_closer[rows], possibly_closer[rows], _, _ = _count_below(
-            block, low, high, no_columns, no_columns)
+            block, low, high, no_columns, no_columns, memory)
     has_positive, low, high = _window(best_positive, scores.error_bounds)
     return has_positive, low, high, surely_closer, possibly_closer
 
 
-def _count_closer_each_pair_once(scores, labels, class_blocks):
+def _count_closer_each_pair_once(scores, labels, class_blocks, memory):
     """Symmetric scores, queries = items: block ``[start, stop)`` scores columns
     ``start..n`` only; blocks run from last to first (see the module docstring)."""
     num_queries = len(labels.query_labels)
@@ -142,12 +160,12 @@ def _count_closer_each_pair_once(scores, labels, class_blocks):
     possibly_closer = torch.zeros_like(surely_closer)
     for start, stop in reversed(class_blocks):
         rows, later = slice(start, stop), slice(stop, num_queries)
-        block = scores.block(rows, slice(start, num_queries))
+        block = scores.block(rows, slice(start, num_queries), memory.scores)
         # Whole classes per block: the rows' same-label items are all in the diagonal tile.
         best_positive[rows] = _take_same_label(block[:, :stop - start], labels, rows, start)
         _, low[rows], high[rows] = _window(best_positive[rows], scores.error_bounds[rows])
         row_low, row_high, column_low, column_high = _count_below(
-            block, low[rows], high[rows], low[later], high[later])
+            block, low[rows], high[rows], low[later], high[later], memory)
         surely_closer[rows] += row_low
         possibly_closer[rows] += row_high
         surely_closer[later] += column_low
@@ -182,33 +200,60 @@ def _row_minimum(values):
     return values.amin(1)
 
 
-def _count_below(block, low, high, column_low, column_high):
+def _count_below(block, low, high, column_low, column_high, memory):
     """Per row, entries ``< low`` and ``<= high``; per trailing column, the same
     against ``column_low`` / ``column_high`` (the columns' own queries)."""
-    tail = block.shape[1] - len(column_low)
-    if block.device.type != "cpu":
-        block_tail = block[:, tail:]
-        return ((block < low[:, None]).sum(1), (block <= high[:, None]).sum(1),
-                (block_tail < column_low).sum(0), (block_tail <= column_high).sum(0))
-    # On CPU, torch's integer sums of boolean masks are several times slower
-    # than numpy's vectorised counting, one cached row at a time.
-    values, low, high = block.numpy(), low.numpy(), high.numpy()
-    column_low, column_high = column_low.numpy(), column_high.numpy()
-    row_below_low = np.empty(len(values), dtype=np.int64)
-    row_up_to_high = np.empty(len(values), dtype=np.int64)
-    column_below_low = np.zeros(len(column_low), dtype=np.int64)
-    column_up_to_high = np.zeros(len(column_low), dtype=np.int64)
-    for row, row_values in enumerate(values):
-        row_below_low[row] = np.count_nonzero(row_values < low[row])
-        row_up_to_high[row] = np.count_nonzero(row_values <= high[row])
-        if len(column_low):
-            np.add(column_below_low, row_values[tail:] < column_low, out=column_below_low)
-            np.add(column_up_to_high, row_values[tail:] <= column_high, out=column_up_to_high)
-    return tuple(torch.from_numpy(counts) for counts in
-                 (row_below_low, row_up_to_high, column_below_low, column_up_to_high))
+    if block.device.type == "cpu":
+        values = block.numpy()
+        counts = _count_below_numpy(values, low.numpy(), high.numpy(), column_low.numpy(),
+                                    column_high.numpy(), memory.mask_like(values))
+        return tuple(torch.from_numpy(count) for count in counts)
+    block_tail = block[:, block.shape[1] - len(column_low):]
+    return ((block < low[:, None]).sum(1), (block <= high[:, None]).sum(1),
+            (block_tail < column_low).sum(0), (block_tail <= column_high).sum(0))
 
 
-def _exact_closer_counts(scores, labels, queries, low, high, block_size):
+def _count_below_numpy(values, low, high, column_low, column_high, mask):
+    """``_count_below`` on CPU. Torch's integer sums of boolean masks are several
+    times slower than numpy's comparisons into the reused ``mask`` followed by
+    sums in the narrowest integer type that cannot overflow. A few rows at a
+    time, so that the four comparisons of an entry find it in cache."""
+    tail = values.shape[1] - len(column_low)
+    row_below_low, row_up_to_high = np.empty((2, len(values)), dtype=np.int64)
+    column_below_low, column_up_to_high = np.zeros((2, len(column_low)), dtype=np.int64)
+    step = max(1, CACHED_BLOCK_ELEMENTS // max(1, values.shape[1]))
+    for start in range(0, len(values), step):
+        rows = slice(start, start + step)
+        chunk, chunk_mask = values[rows], mask[rows]
+        np.less(chunk, low[rows, None], out=chunk_mask)
+        row_below_low[rows] = _row_counts(chunk_mask)
+        np.less_equal(chunk, high[rows, None], out=chunk_mask)
+        row_up_to_high[rows] = _row_counts(chunk_mask)
+        chunk, chunk_mask = chunk[:, tail:], chunk_mask[:, tail:]
+        np.less(chunk, column_low, out=chunk_mask)
+        column_below_low += _column_counts(chunk_mask)
+        np.less_equal(chunk, column_high, out=chunk_mask)
+        column_up_to_high += _column_counts(chunk_mask)
+    return row_below_low, row_up_to_high, column_below_low, column_up_to_high
+
+
+def _row_counts(mask):
+    """True entries per row: uint16 sums over at most 65,535 columns at a time."""
+    as_bytes, counts = mask.view(np.uint8), np.zeros(len(mask), dtype=np.int64)
+    for start in range(0, mask.shape[1], UINT16_MAX):
+        counts += np.add.reduce(as_bytes[:, start:start + UINT16_MAX], axis=1, dtype=np.uint16)
+    return counts
+
+
+def _column_counts(mask):
+    """True entries per column: uint8 sums over at most 255 rows at a time."""
+    as_bytes, counts = mask.view(np.uint8), np.zeros(mask.shape[1], dtype=np.int64)
+    for start in range(0, len(mask), UINT8_MAX):
+        counts += np.add.reduce(as_bytes[start:start + UINT8_MAX], axis=0, dtype=np.uint8)
+    return counts
+
+
+def _exact_closer_counts(scores, labels, queries, low, high, block_size, memory):
     """Other-label items exactly closer than the closest same-label item, for ``queries``.
 
     The rows are scored again: below ``low`` an item is surely closer, and the
@@ -220,7 +265,7 @@ def _exact_closer_counts(scores, labels, queries, low, high, block_size):
     closer = torch.empty(len(queries), dtype=torch.int64, device=queries.device)
     for start in range(0, len(queries), block_size):
         rows = slice(start, start + block_size)
-        block = scores.block(queries[rows])
+        block = scores.block(queries[rows], buffer=memory.scores)
         if labels.exclude_self:
             block[torch.arange(len(block), device=block.device), queries[rows]] = INF
         surely_closer = (block < low[rows, None]).sum(1)

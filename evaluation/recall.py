@@ -7,8 +7,8 @@ from evaluation.ranking import same_label_hits
 from evaluation.scores import NegativeCosine, SquaredEuclidean
 
 # Queries per block: a block holds block_size x num_items float32 scores
-# (about 250 MB at Stanford Online Products scale).
-DEFAULT_BLOCK_SIZE = 1024
+# (about 120 MB at Stanford Online Products scale).
+DEFAULT_BLOCK_SIZE = 512
 
 
 def recall_at_k(embeddings, labels, ks, block_size=DEFAULT_BLOCK_SIZE):

@@ -45,6 +45,15 @@ def ieee_float32_matmul():
         torch.set_float32_matmul_precision(previous_precision)
 
 
+def product_block(query_side, item_side, buffer=None):
+    """``query_side @ item_side.T``, written into the first elements of the flat
+    ``buffer`` when one is given (the result is valid until its next use)."""
+    if buffer is None:
+        return torch.mm(query_side, item_side.T)
+    out = buffer[:len(query_side) * len(item_side)].view(len(query_side), len(item_side))
+    return torch.mm(query_side, item_side.T, out=out)
+
+
 class SquaredEuclidean:
     """Squared Euclidean distance, ``||q||^2 + ||x||^2 - 2 q.x`` in one product.
 
@@ -60,29 +69,34 @@ class SquaredEuclidean:
     def __init__(self, queries, items):
         self.queries, self.items = queries, items
         self.dim = items.shape[1]
-        self.query_side = self._extend(queries, query_side=True)
-        self.item_side = self._extend(items, query_side=False)
-        largest_item_norm = self.item_side[:, -1].max().sqrt() if len(items) else 0.0
-        query_norms = self.query_side[:, self.dim].sqrt()
+        query_squared_norms = torch.linalg.vecdot(queries, queries)
+        item_squared_norms = (query_squared_norms if items is queries
+                              else torch.linalg.vecdot(items, items))
+        self.query_side = _extended(queries, 1.0, query_squared_norms, 1.0)
+        self.item_side = _extended(items, -2.0, 1.0, item_squared_norms)
+        largest_item_norm = item_squared_norms.max().sqrt() if len(items) else 0.0
         # The |terms| of entry (q, x) sum to at most (||q|| + ||x||)^2, and the two
         # squared norms carry gamma_d relative error each.
         self.error_bounds = (SAFETY_FACTOR * 2.0 * gamma(self.dim + 2)
-                             * (query_norms + largest_item_norm) ** 2)
+                             * (query_squared_norms.sqrt() + largest_item_norm) ** 2)
 
-    def _extend(self, vectors, query_side):
-        squared_norms = (vectors * vectors).sum(1, keepdim=True)
-        ones = torch.ones_like(squared_norms)
-        if query_side:
-            return torch.cat([vectors, squared_norms, ones], 1)
-        return torch.cat([-2.0 * vectors, ones, squared_norms], 1)
-
-    def block(self, rows, columns=slice(None)):
-        return torch.mm(self.query_side[rows], self.item_side[columns].T)
+    def block(self, rows, columns=slice(None), buffer=None):
+        return product_block(self.query_side[rows], self.item_side[columns], buffer)
 
     def exact(self, query_index, item_index):
         """Squared distances of the pairs in float64, differences first (no cancellation)."""
         queries = self.queries[query_index].double()
         return ((queries - self.items[item_index].double()) ** 2).sum(1)
+
+
+def _extended(vectors, scale, first_extra_column, second_extra_column):
+    """``[scale * vectors, first, second]`` built in one allocation."""
+    num_vectors, dim = vectors.shape
+    extended = torch.empty(num_vectors, dim + 2, dtype=vectors.dtype, device=vectors.device)
+    torch.mul(vectors, scale, out=extended[:, :dim])
+    extended[:, dim] = first_extra_column
+    extended[:, dim + 1] = second_extra_column
+    return extended
 
 
 def inshop_l2_normalize(vectors):
@@ -103,8 +117,8 @@ class NegativeCosine:
         bound = SAFETY_FACTOR * 4.0 * gamma(items.shape[1] + 4)
         self.error_bounds = torch.full((len(queries),), bound, device=queries.device)
 
-    def block(self, rows, columns=slice(None)):
-        return torch.mm(self.query_side[rows], self.item_side[columns].T)
+    def block(self, rows, columns=slice(None), buffer=None):
+        return product_block(self.query_side[rows], self.item_side[columns], buffer)
 
     def exact(self, query_index, item_index):
         queries = inshop_l2_normalize(self.queries[query_index].double())

@@ -5,7 +5,7 @@ import torch
 from threadpoolctl import threadpool_limits
 
 from evaluation.clustering import faiss_available, nmi, nmi_backend, nmi_from_clusters
-from evaluation.ranking import same_label_hits
+from evaluation.ranking import _BlockMemory, _count_below, same_label_hits
 from evaluation.recall import inshop_recall_at_k, recall_at_k
 from evaluation.scores import SquaredEuclidean, ieee_float32_matmul
 from tests.reference import EVAL_TOL, load
@@ -199,9 +199,9 @@ class JitteredSquaredEuclidean(SquaredEuclidean):
         self.error_bounds = torch.full((len(queries),), 0.5)
         self.generator = torch.Generator().manual_seed(0)
 
-    def block(self, rows, columns=slice(None)):
-        scores = super().block(rows, columns)
-        return scores + torch.rand(scores.shape, generator=self.generator) - 0.5
+    def block(self, rows, columns=slice(None), buffer=None):
+        scores = super().block(rows, columns, buffer)
+        return scores.add_(torch.rand(scores.shape, generator=self.generator) - 0.5)
 
 
 @pytest.mark.parametrize("block_size", (4, 16, 1000))
@@ -216,6 +216,28 @@ def test_counts_stay_exact_when_float32_scores_differ_between_passes(block_size)
     counts = brute_force_closer_counts(embeddings, labels, embeddings, labels, "euclidean", True)
     hits = same_label_hits(JitteredSquaredEuclidean, embeddings, labels, ks, block_size)
     assert torch.equal(hits, counts[:, None] < torch.tensor(ks))
+
+
+@pytest.mark.parametrize("rows, columns, tail", [
+    (600, 7, 5),         # more rows than a uint8 column sum can hold
+    (3, 70_000, 69_990),  # more columns than a uint16 row sum can hold
+    (1, 1, 0),
+])
+def test_cpu_counts_equal_plain_comparisons(rows, columns, tail):
+    # Small integers: many entries equal their threshold (< and <= must differ),
+    # and thresholds of 9 count whole rows and columns (the sums' overflow limits).
+    generator = torch.Generator().manual_seed(1)
+    integers = lambda *shape: torch.randint(0, 4, shape, generator=generator).float()  # noqa: E731
+    block, low, column_low = integers(rows, columns), integers(rows), integers(tail)
+    low[0], column_low[:1] = 9.0, 9.0
+    high, column_high = low + integers(rows) % 2, column_low + integers(tail) % 2
+    expected_tail = block[:, columns - tail:]
+    expected = ((block < low[:, None]).sum(1), (block <= high[:, None]).sum(1),
+                (expected_tail < column_low).sum(0), (expected_tail <= column_high).sum(0))
+    counts = _count_below(block.clone(), low, high, column_low, column_high,
+                          _BlockMemory(block.numel(), block.device))
+    for count, expected_count in zip(counts, expected):
+        assert torch.equal(count, expected_count)
 
 
 def test_embeddings_on_other_precisions_are_scored_in_float32(golden):

@@ -174,7 +174,7 @@ SCHEMA = {
         "output_test_gnn": Option("plain", str, "Authors' key, unused at test time.",
                                   choices=("plain", "norm", "neck")),
         "batch_size": Option(64, int, "Ours. Images per batch when extracting embeddings.", minimum=1),
-        "block_size": Option(1024, int, "Ours. Queries per block in Recall@K (bounds memory).", minimum=1),
+        "block_size": Option(512, int, "Ours. Queries per block in Recall@K (bounds memory).", minimum=1),
     },
     "hyper_search": {
         "num_trials": Option(30, int, "Ours. Random-search trials (the authors ran 30).", minimum=1),
