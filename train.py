@@ -120,7 +120,8 @@ def main(argv=None):
             if resume_path is None:
                 write_resolved_config(config, run_dir)
         logger.info("Run folder %s, device %s, mode %s%s", run_dir, device, mode,
-                    f", {distributed.world_size} processes" if distributed else "")
+                    f", torchrun: {distributed.world_size} process(es), {distributed.backend()}"
+                    if distributed else "")
         if mode == "test":
             run_test(setup, run_dir)
         elif mode == "hyper_search":

@@ -1,7 +1,7 @@
 """Blockwise exact Recall@K against the authors' full-matrix evaluation.
 
 Run by hand from the repository root:
-``python -m benchmarks.evaluation [--sizes cub cars sop] [--repeats 2] [--no-nmi]``.
+``python -m benchmarks.evaluation [--sizes cub cars sop] [--repeats 2] [--no-nmi] [--device cuda]``.
 
 Data: random unit vectors of 512 dims with balanced random labels, at the
 sizes of the test sets of CUB (5,924 images / 100 classes), Cars196
@@ -10,7 +10,7 @@ datasets' K (1, 2, 4, 8 or 1, 10, 100, 1000).
 
 Measured, each in a fresh child process so that one measurement's memory
 cannot hide another's, methods in alternation, the best of ``--repeats``:
-- ours: ``evaluation.recall_at_k`` on CPU;
+- ours: ``evaluation.recall_at_k`` on ``--device`` (default the CPU);
 - the authors' method end to end (CUB and Cars sizes): scikit-learn pairwise
   Euclidean distances, ``np.argsort`` of every row, the first column
   dropped, Python lists of the neighbours' labels and Python hit counting,
@@ -21,7 +21,10 @@ cannot hide another's, methods in alternation, the best of ``--repeats``:
   every block of queries, nothing else (ours scores each pair once, so it
   can beat this);
 - NMI at SOP size (k-means with the back end ``nmi_backend()`` names).
-Memory is the growth of resident memory during the call: the peak (VmHWM,
+``--device cuda`` runs ours and the bare products on the GPU (the authors'
+method stays on the CPU, where their evaluator computed it); their memory is
+then the growth of allocated GPU memory. On the CPU, memory is the growth of
+resident memory during the call: the peak (VmHWM,
 reset through ``/proc/self/clear_refs`` just before the call) minus the
 resident memory just before it. The input embeddings are not counted; a
 call on a tiny input first pages in the libraries' code, which would
@@ -44,6 +47,7 @@ SIZES = {  # name: (num_images, num_classes, ks)
     "sop": (60_502, 11_316, (1, 10, 100, 1000)),
 }
 AUTHORS_METHOD_SIZES = ("cub", "cars")
+GPU_METHODS = ("ours", "floor")  # the others run on the CPU whatever --device says
 NMI_SIZES = ("sop",)
 
 
@@ -85,23 +89,35 @@ def resident_kib(field):
 
 
 def measure(task):
-    """Child process: build the data, then time one call and its memory growth."""
-    method, size, block_size, threads = task
+    """Child process: build the data, then time one call and its memory growth
+    (on a GPU: the growth of allocated GPU memory)."""
+    method, size, block_size, threads, device = task
     torch.set_num_threads(threads)
     num_images, num_classes, ks = SIZES[size]
-    method_call(method, *random_test_set(*WARMUP_SIZE), ks, block_size)()
-    call = method_call(method, *random_test_set(num_images, num_classes), ks, block_size)
+    method_call(method, *random_test_set(*WARMUP_SIZE), ks, block_size, device)()
+    call = method_call(method, *random_test_set(num_images, num_classes), ks, block_size, device)
+    on_gpu = method in GPU_METHODS and device.startswith("cuda")
+    if on_gpu:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        allocated_before = torch.cuda.memory_allocated()
     with open("/proc/self/clear_refs", "w") as clear_refs:
         clear_refs.write("5")  # resets VmHWM to the current resident memory
     resident_before = resident_kib("VmRSS")
     start = time.perf_counter()
     result = call()
+    if on_gpu:
+        torch.cuda.synchronize()
     seconds = time.perf_counter() - start
+    if on_gpu:
+        return seconds, (torch.cuda.max_memory_allocated() - allocated_before) / 2 ** 30, result
     return seconds, (resident_kib("VmHWM") - resident_before) / 2 ** 20, result
 
 
-def method_call(method, embeddings, labels, ks, block_size):
+def method_call(method, embeddings, labels, ks, block_size, device):
     """A function of no arguments that runs ``method`` on the test set."""
+    if method in GPU_METHODS:
+        embeddings, labels = embeddings.to(device), labels.to(device)
     if method == "ours":
         from evaluation.recall import recall_at_k
         return lambda: recall_at_k(embeddings, labels, ks, block_size)
@@ -120,7 +136,7 @@ def alternate(methods, size, args):
     runs = {method: [] for method in methods}
     for _ in range(args.repeats):
         for method in methods:
-            runs[method].append(run_in_child((method, size, args.block_size, args.threads)))
+            runs[method].append(run_in_child((method, size, args.block_size, args.threads, args.device)))
     return {method: (min(run[0] for run in method_runs), max(run[1] for run in method_runs),
                      method_runs[0][2]) for method, method_runs in runs.items()}
 
@@ -137,12 +153,16 @@ def main():
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--no-nmi", action="store_true", help="skip the NMI timing at SOP size")
+    parser.add_argument("--device", default="cpu",
+                        help="where ours and the bare products run (the authors' method runs on the CPU)")
     args = parser.parse_args()
 
     from evaluation.clustering import nmi_backend
 
-    print(f"{args.threads} torch threads, block size {args.block_size}, "
-          f"best of {args.repeats}, memory = peak resident growth (VmHWM) during the call")
+    memory = ("allocated GPU memory growth" if args.device.startswith("cuda")
+              else "peak resident growth (VmHWM)")
+    print(f"{args.threads} torch threads, block size {args.block_size}, best of {args.repeats}; "
+          f"ours and bare products on {args.device}, memory = {memory} during the call")
     print(f"{'size':<6}{'method':<22}{'seconds':>10}{'peak GiB':>10}  result")
     for size in args.sizes:
         methods = ["ours", "floor"] + (["authors", "authors_numpy"]
@@ -161,7 +181,7 @@ def main():
                 print(f"{size:<6}{name:<22}{seconds:>10.2f}{gib:>10.2f}  "
                       f"{format_recall(result)}  -> ours {seconds / ours_seconds:.1f}x faster")
         if size in NMI_SIZES and not args.no_nmi:
-            seconds, gib, result = run_in_child(("nmi", size, args.block_size, args.threads))
+            seconds, gib, result = run_in_child(("nmi", size, args.block_size, args.threads, "cpu"))
             print(f"{size:<6}{'NMI (' + nmi_backend() + ')':<22}{seconds:>10.2f}{gib:>10.2f}  "
                   f"NMI {result:.4f}")
 

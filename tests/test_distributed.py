@@ -1,4 +1,4 @@
-"""Issue 8: torchrun with several processes (gloo on the CPU)."""
+"""Issue 8: torchrun with several processes (gloo on the CPU, also on a machine with GPUs)."""
 import csv
 import json
 import os
@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 def torchrun(args, cwd, nproc=2):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                           f"--nproc_per_node={nproc}", str(REPO / "train.py"), *args],
+                           f"--nproc_per_node={nproc}", str(REPO / "train.py"), "--device", "cpu", *args],
                           cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
 
 
@@ -35,12 +35,22 @@ def test_two_processes_train_evaluate_like_one_and_write_one_set_of_outputs(tmp_
     with open(folder / "metrics.csv") as handle:
         rows = list(csv.DictReader(handle))
     assert [row["epoch"] for row in rows] == ["1", "2"]
-    assert "2 processes" in (folder / "train.log").read_text()
+    assert "torchrun: 2 process(es), gloo" in (folder / "train.log").read_text()
     summary = json.loads((folder / "summary.json").read_text())
 
     single_metrics = evaluate_best_weights_in_test_mode(folder, tmp_path / "single")
     assert single_metrics["R@1"] == summary["best_metrics"]["test_R@1"]
     assert single_metrics["NMI"] == pytest.approx(summary["best_metrics"]["test_NMI"], abs=1e-12)
+
+
+def test_one_process_under_torchrun_trains_in_a_group_of_one(tmp_path, write_tiny_config):
+    config = write_tiny_config(num_epochs=1, lr_drop_epochs=[2])
+    result = torchrun(["--config_path", str(config), "--output_dir", str(tmp_path / "runs")], cwd=tmp_path,
+                      nproc=1)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (folder,) = list((tmp_path / "runs").iterdir())
+    assert "torchrun: 1 process(es), gloo" in (folder / "train.log").read_text()
+    assert json.loads((folder / "summary.json").read_text())["best_weights"]
 
 
 def test_sync_bn_on_the_cpu_is_refused_with_one_sentence(tmp_path, write_tiny_config):

@@ -1,8 +1,9 @@
 """Several processes (``torchrun``): DistributedDataParallel, gathers, rank 0 writes.
 
 Started by torchrun, ``train.py`` finds RANK / WORLD_SIZE / LOCAL_RANK in the
-environment and joins a process group (NCCL on CUDA, gloo on the CPU);
-without them nothing here is used and a run is the single-process one.
+environment and joins a process group (NCCL on CUDA, gloo on the CPU), also
+for one process, so that ``--nproc_per_node=1`` runs the same DDP code as
+several; started without them, nothing here is used.
 
 Each rank trains on its own P x K batches (the sampler hands out disjoint
 chunks of one shared per-epoch order), so the MPN graph is one rank's batch
@@ -33,8 +34,8 @@ class Distributed:
 
     @classmethod
     def from_environment(cls, device_name=None):
-        """The process group torchrun asked for, or None for a single process."""
-        if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        """The process group torchrun asked for, or None when not started by torchrun."""
+        if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
             return None
         rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
         local_rank = int(os.environ.get("LOCAL_RANK", rank))
@@ -47,6 +48,10 @@ class Distributed:
         if not dist.is_initialized():
             dist.init_process_group(backend="nccl" if use_cuda else "gloo")
         return cls(rank, world_size, local_rank)
+
+    @staticmethod
+    def backend():
+        return dist.get_backend()
 
     def device(self):
         if dist.get_backend() == "nccl":

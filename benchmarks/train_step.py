@@ -1,0 +1,111 @@
+"""Training-step throughput: float32 against mixed precision, with and without channels_last.
+
+Run by hand from the repository root:
+``python -m benchmarks.train_step [--config config/config_cub_train.yaml] [--device cuda]
+[--steps 20] [--warmup 5] [--batch P K]``.
+
+Builds the backbone and MPN of a config (from random weights: speed does not
+depend on them) and times ``Trainer.training_step``, the real step (forward,
+the loss of SPEC 6, backward, RAdam step), on random P x K batches of the
+config's crop size. The four variants run in one process, one after another,
+each after its own warm-up; mixed precision is ``is_apex: 1`` as the trainer
+picks it (Apex O1 when installed, else float16 autocast with a gradient
+scaler on CUDA, bfloat16 autocast on the CPU). Prints images per second and
+each variant's speed relative to float32.
+"""
+import argparse
+import copy
+import tempfile
+import time
+
+import torch
+
+from components import build_models
+from trainer import Trainer
+from utils.config import load_config
+from utils.losses import IntraBatchLoss
+from utils.precision import build_precision, initialize_apex
+
+VARIANTS = (  # name, is_apex, channels_last
+    ("float32", 0, 0),
+    ("float32 + channels_last", 0, 1),
+    ("mixed precision", 1, 0),
+    ("mixed precision + channels_last", 1, 1),
+)
+
+
+def build_trainer(config, device, is_apex, channels_last, run_dir):
+    config = copy.deepcopy(config)
+    config["models"]["encoder_params"].update(imagenet_pretrained=0, pretrained_path="no",
+                                              channels_last=channels_last)
+    config["models"]["gnn_params"]["pretrained_path"] = "no"
+    config["train_params"]["is_apex"] = is_apex
+    precision = build_precision(is_apex, device, device_was_requested=True)
+    backbone, mpn = build_models(config, config["dataset"]["num_classes"], device)
+    trainer = Trainer(config, run_dir, device, precision, backbone, mpn, data=None, evaluators={},
+                      loss_fn=IntraBatchLoss.from_config(config))
+    (trainer.backbone, trainer.mpn), trainer.optimizer = initialize_apex(
+        precision, [trainer.backbone, trainer.mpn], trainer.optimizer)
+    trainer.backbone.train()
+    trainer.mpn.train()
+    return trainer, precision.name
+
+
+def random_batch(config, num_classes_iter, num_elements_class, generator):
+    crop = config["dataset"]["crop_size"]
+    images = torch.randn(num_classes_iter * num_elements_class, 3, crop, crop, generator=generator)
+    labels = torch.arange(num_classes_iter).repeat_interleave(num_elements_class)
+    return images, labels
+
+
+def images_per_second(trainer, batch, steps, warmup, device):
+    images, labels = batch
+    for step in range(warmup):
+        trainer.training_step(images, labels, 1, step)
+    synchronize(device)
+    start = time.perf_counter()
+    for step in range(steps):
+        trainer.training_step(images, labels, 1, step)
+    synchronize(device)
+    return steps * len(labels) / (time.perf_counter() - start)
+
+
+def synchronize(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--config", default="config/config_cub_train.yaml")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--batch", type=int, nargs=2, metavar=("P", "K"),
+                        help="classes per batch and images per class (default: the config's)")
+    args = parser.parse_args()
+
+    device = torch.device(args.device)
+    config = load_config(args.config)
+    train_params = config["train_params"]
+    num_classes_iter, num_elements_class = args.batch or (train_params["num_classes_iter"],
+                                                          train_params["num_elements_class"])
+    batch = random_batch(config, num_classes_iter, num_elements_class, torch.Generator().manual_seed(0))
+    print(f"{args.config}: {config['models']['encoder_params']['net_type']}, batch {num_classes_iter} x "
+          f"{num_elements_class} at {config['dataset']['crop_size']} px, device {device}, torch "
+          f"{torch.__version__}, {torch.get_num_threads()} threads, {args.steps} timed steps after "
+          f"{args.warmup} warm-up")
+    print(f"{'variant':<34}{'precision':<20}{'images/s':>10}{'vs float32':>12}")
+    baseline = None
+    with tempfile.TemporaryDirectory() as run_dir:
+        for name, is_apex, channels_last in VARIANTS:
+            torch.manual_seed(0)
+            trainer, precision_name = build_trainer(config, device, is_apex, channels_last, run_dir)
+            speed = images_per_second(trainer, batch, args.steps, args.warmup, device)
+            baseline = baseline or speed
+            print(f"{name:<34}{precision_name:<20}{speed:>10.1f}{speed / baseline:>11.2f}x")
+            del trainer
+
+
+if __name__ == "__main__":
+    main()
