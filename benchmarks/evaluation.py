@@ -169,20 +169,20 @@ def main():
                                        if size in AUTHORS_METHOD_SIZES else [])
         results = alternate(methods, size, args)
         ours_seconds, ours_gib, ours_result = results["ours"]
-        print(f"{size:<6}{'ours':<22}{ours_seconds:>10.2f}{ours_gib:>10.2f}  "
+        print(f"{size:<6}{'ours':<22}{ours_seconds:>10.3f}{ours_gib:>10.2f}  "
               f"{format_recall(ours_result)}")
         seconds, gib, _ = results["floor"]
-        print(f"{size:<6}{'bare block products':<22}{seconds:>10.2f}{gib:>10.2f}  "
+        print(f"{size:<6}{'bare block products':<22}{seconds:>10.3f}{gib:>10.2f}  "
               f"-> ours / bare = {ours_seconds / seconds:.2f}")
         for method, name in (("authors", "authors (as run)"),
                              ("authors_numpy", "authors (numpy input)")):
             if method in results:
                 seconds, gib, result = results[method]
-                print(f"{size:<6}{name:<22}{seconds:>10.2f}{gib:>10.2f}  "
+                print(f"{size:<6}{name:<22}{seconds:>10.3f}{gib:>10.2f}  "
                       f"{format_recall(result)}  -> ours {seconds / ours_seconds:.1f}x faster")
         if size in NMI_SIZES and not args.no_nmi:
             seconds, gib, result = run_in_child(("nmi", size, args.block_size, args.threads, "cpu"))
-            print(f"{size:<6}{'NMI (' + nmi_backend() + ')':<22}{seconds:>10.2f}{gib:>10.2f}  "
+            print(f"{size:<6}{'NMI (' + nmi_backend() + ')':<22}{seconds:>10.3f}{gib:>10.2f}  "
                   f"NMI {result:.4f}")
 
 
