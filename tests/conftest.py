@@ -1,9 +1,14 @@
 """Shared pytest fixtures. Fixtures of the data tests start with ``dataset_``."""
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import PIL.Image
 import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def write_image(path, colour=(200, 100, 50), size=(12, 10)):
@@ -114,3 +119,11 @@ def evaluate_best_weights_in_test_mode(run_folder, output_dir):
                        "--output_dir", str(Path(output_dir) / "runs")]) == 0
     (test_run,) = list((Path(output_dir) / "runs").iterdir())
     return json.loads((test_run / "metrics.json").read_text())
+
+
+def run_torchrun(args, cwd, nproc):
+    """``train.py args`` under torchrun with ``nproc`` processes; the CompletedProcess."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                           f"--nproc_per_node={nproc}", str(REPO_ROOT / "train.py"), *args],
+                          cwd=cwd, env=env, capture_output=True, text=True, timeout=600)

@@ -12,8 +12,7 @@ import train
 from evaluation.ranking import same_label_hits
 from evaluation.recall import inshop_recall_at_k, recall_at_k
 from evaluation.scores import NegativeCosine, SquaredEuclidean
-from tests.conftest import evaluate_best_weights_in_test_mode
-from tests.test_distributed import torchrun
+from tests.conftest import evaluate_best_weights_in_test_mode, run_torchrun
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")]
@@ -43,8 +42,8 @@ def test_mixed_precision_training_on_the_gpu_and_its_weights_in_test_mode(tmp_pa
 
 def test_one_process_torchrun_on_the_gpu_uses_nccl_ddp_and_sync_bn(tmp_path, write_tiny_config):
     config = write_tiny_config(num_epochs=1, lr_drop_epochs=[2], sync_bn=1)
-    result = torchrun(["--config_path", str(config), "--output_dir", str(tmp_path / "runs"),
-                       "--is_apex", "1", "--device", "cuda"], cwd=tmp_path, nproc=1)
+    result = run_torchrun(["--config_path", str(config), "--output_dir", str(tmp_path / "runs"),
+                           "--is_apex", "1", "--device", "cuda"], cwd=tmp_path, nproc=1)
     assert result.returncode == 0, result.stderr[-3000:]
     log = (only_folder(tmp_path / "runs") / "train.log").read_text()
     assert "torchrun: 1 process(es), nccl" in log

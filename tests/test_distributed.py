@@ -1,10 +1,7 @@
 """Issue 8: torchrun with several processes (gloo on the CPU, also on a machine with GPUs)."""
 import csv
 import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,17 +10,14 @@ import torch.multiprocessing as mp
 import yaml
 
 import train
-from tests.conftest import evaluate_best_weights_in_test_mode
+from tests.conftest import evaluate_best_weights_in_test_mode, run_torchrun
 
 pytestmark = pytest.mark.slow
-REPO = Path(__file__).resolve().parents[1]
 
 
 def torchrun(args, cwd, nproc=2):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                           f"--nproc_per_node={nproc}", str(REPO / "train.py"), "--device", "cpu", *args],
-                          cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    """Gloo processes on the CPU, also on a machine with GPUs."""
+    return run_torchrun(["--device", "cpu", *args], cwd, nproc)
 
 
 @pytest.mark.parametrize("options", [{}, {"graph_scope": "global"}], ids=["local_graph", "global_graph"])
