@@ -14,10 +14,23 @@ import random
 
 from experiment import build_setup, run_train, write_resolved_config
 from utils.config import config_to_yaml
+from utils.errors import UserInputError
 from utils.history import History
 from utils.io import atomic_write_text
 
 logger = logging.getLogger(__name__)
+
+CLASSES_PER_BATCH = (6, 15)  # the authors' range of P
+
+
+def check_search_space(config, source):
+    """Every draw of P must fit the training classes; say so before any trial runs."""
+    num_classes, largest_draw = config["dataset"]["num_classes"], CLASSES_PER_BATCH[1]
+    if num_classes < largest_draw:
+        raise UserInputError(f"mode hyper_search in {source} draws up to {largest_draw} classes per batch "
+                             f"(the authors' range {CLASSES_PER_BATCH[0]}..{largest_draw}) but "
+                             f"dataset.num_classes is {num_classes}; search on a dataset with at least "
+                             f"{largest_draw} training classes.")
 
 
 def sample_trial(rng):
@@ -25,7 +38,7 @@ def sample_trial(rng):
     return {
         "train_params.lr": 10 ** rng.uniform(-5, -3),
         "train_params.weight_decay": 10 ** rng.uniform(-15, -6),
-        "train_params.num_classes_iter": rng.randint(6, 15),
+        "train_params.num_classes_iter": rng.randint(*CLASSES_PER_BATCH),
         "train_params.num_elements_class": rng.randint(3, 9),
         "train_params.temperatur": rng.random(),
         "models.gnn_params.gnn.num_heads": rng.choice([1, 2, 4, 8]),

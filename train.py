@@ -99,7 +99,7 @@ def main(argv=None):
     args = parse_args(argv)
     # Imported late so that `--help` and config errors answer without loading the models.
     from experiment import build_setup, run_test, run_train, write_resolved_config
-    from hyper_search import run_hyper_search
+    from hyper_search import check_search_space, run_hyper_search
     from trainer import TrainingDiverged, TrainingInterrupted
     from utils.signals import StopRequest
 
@@ -113,6 +113,8 @@ def main(argv=None):
         config, resume_path = load_run_config(args)
         device, device_requested = distributed.device_and_request() if distributed else resolve_device(args.device)
         mode = config["mode"]
+        if mode == "hyper_search":
+            check_search_space(config, args.config_path)
         setup = None if mode == "hyper_search" else build_setup(config, mode, device, device_requested, distributed)
         run_dir = create_run_dir(args, config, resume_path, distributed)
         if is_main:
