@@ -90,7 +90,9 @@ def main():
     train_params = config["train_params"]
     num_classes_iter, num_elements_class = args.batch or (train_params["num_classes_iter"],
                                                           train_params["num_elements_class"])
-    batch = random_batch(config, num_classes_iter, num_elements_class, torch.Generator().manual_seed(0))
+    images, labels = random_batch(config, num_classes_iter, num_elements_class, torch.Generator().manual_seed(0))
+    # The training loader pins its batches on CUDA; so does this one.
+    batch = (images.pin_memory(), labels.pin_memory()) if device.type == "cuda" else (images, labels)
     print(f"{args.config}: {config['models']['encoder_params']['net_type']}, batch {num_classes_iter} x "
           f"{num_elements_class} at {config['dataset']['crop_size']} px, device {device}, torch "
           f"{torch.__version__}, {torch.get_num_threads()} threads, {args.steps} timed steps after "

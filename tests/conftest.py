@@ -7,8 +7,20 @@ from pathlib import Path
 import numpy as np
 import PIL.Image
 import pytest
+import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def cpu_unless_marked_cuda(request, monkeypatch):
+    """This is the CPU suite that CI runs, and its exact comparisons (resume
+    equals an uninterrupted run, two processes equal one) hold on the CPU; on a
+    GPU machine its runs, subprocesses included, stay there too. Tests marked
+    ``cuda`` (tests/test_cuda.py) see the GPU."""
+    if request.node.get_closest_marker("cuda") is None:
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
 
 
 def write_image(path, colour=(200, 100, 50), size=(12, 10)):

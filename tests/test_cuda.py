@@ -1,6 +1,6 @@
-"""CUDA paths: float16 autocast with a gradient scaler, NCCL under torchrun, exact
-Recall@K on the GPU. Skipped without a GPU (CI has none); ``benchmarks/gpu_check.sh``
-runs them, with the rest of the suite, on a GPU machine.
+"""CUDA paths: float16 autocast with a gradient scaler, checkpoints with CUDA RNG
+state, NCCL under torchrun, exact Recall@K on the GPU. Skipped without a GPU (CI
+has none); ``benchmarks/gpu_check.sh`` runs them on a GPU machine.
 """
 import json
 import math
@@ -13,8 +13,9 @@ from evaluation.ranking import same_label_hits
 from evaluation.recall import inshop_recall_at_k, recall_at_k
 from evaluation.scores import NegativeCosine, SquaredEuclidean
 from tests.conftest import evaluate_best_weights_in_test_mode, run_torchrun
+from trainer import Trainer
 
-pytestmark = [pytest.mark.slow,
+pytestmark = [pytest.mark.slow, pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")]
 
 
@@ -38,6 +39,26 @@ def test_mixed_precision_training_on_the_gpu_and_its_weights_in_test_mode(tmp_pa
     # GPU kernels may differ in the last bit, so allow one of the 48 queries.
     metrics = evaluate_best_weights_in_test_mode(folder, tmp_path / "test")
     assert metrics["R@1"] == pytest.approx(best_recall, abs=1 / 48 + 1e-9)
+
+
+def test_a_gpu_run_stopped_after_an_epoch_resumes_on_the_gpu(tmp_path, write_tiny_config, monkeypatch):
+    original = Trainer.end_of_epoch
+
+    def stop_after_first_epoch(self, epoch, *args):
+        original(self, epoch, *args)
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "end_of_epoch", stop_after_first_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        train.main(["--config_path", str(write_tiny_config()), "--device", "cuda", "--is_apex", "1",
+                    "--output_dir", str(tmp_path / "runs")])
+    monkeypatch.setattr(Trainer, "end_of_epoch", original)
+    folder = only_folder(tmp_path / "runs")
+    checkpoint = torch.load(folder / "last.pth", weights_only=False)
+    assert checkpoint["epoch"] == 1 and "cuda" in checkpoint["rng"]
+    assert train.main(["--resume", str(folder), "--device", "cuda"]) == 0
+    assert torch.load(folder / "last.pth", weights_only=False)["epoch"] == 3
 
 
 def test_one_process_torchrun_on_the_gpu_uses_nccl_ddp_and_sync_bn(tmp_path, write_tiny_config):

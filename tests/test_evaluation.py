@@ -257,6 +257,7 @@ def test_float32_matmul_precision_is_restored_after_scoring():
         torch.set_float32_matmul_precision(previous)
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
 def test_recall_on_gpu_equals_cpu(golden):
     b = golden["b"]
