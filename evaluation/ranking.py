@@ -261,27 +261,32 @@ def _exact_closer_counts(scores, labels, queries, low, high, block_size, memory)
     from this scoring alone; mixing it with another float32 scoring of the
     same pairs could count an item twice or never.
     """
-    best_positive = _exact_closest_same_label(scores, labels, queries)
     closer = torch.empty(len(queries), dtype=torch.int64, device=queries.device)
     for start in range(0, len(queries), block_size):
         rows = slice(start, start + block_size)
-        block = scores.block(queries[rows], buffer=memory.scores)
+        block_queries = queries[rows]
+        block = scores.block(block_queries, buffer=memory.scores)
         if labels.exclude_self:
-            block[torch.arange(len(block), device=block.device), queries[rows]] = INF
+            block[torch.arange(len(block), device=block.device), block_queries] = INF
+        best_positive = _exact_closest_same_label(scores, labels, block_queries, block)
         surely_closer = (block < low[rows, None]).sum(1)
         row, column = ((block >= low[rows, None]) & (block <= high[rows, None])).nonzero(
             as_tuple=True)
-        row = row + start
-        other_label = labels.query_labels[queries[row]] != labels.item_labels[column]
+        other_label = labels.query_labels[block_queries[row]] != labels.item_labels[column]
         row, column = row[other_label], column[other_label]
-        is_closer = _exact_scores(scores, queries[row], column) < best_positive[row]
-        closer[rows] = surely_closer + torch.bincount(row[is_closer] - start,
-                                                      minlength=len(block))
+        is_closer = _exact_scores(scores, block_queries[row], column) < best_positive[row]
+        closer[rows] = surely_closer + torch.bincount(row[is_closer], minlength=len(block))
     return closer
 
 
-def _exact_closest_same_label(scores, labels, queries):
-    """Float64 score of the closest same-label item (not the query itself) of ``queries``."""
+def _exact_closest_same_label(scores, labels, queries, block):
+    """Float64 score of the closest same-label item (not the query itself) of
+    ``queries``, whose float32 scores are the rows of ``block``.
+
+    Each float32 score is within its row's error bound of the exact one, so an
+    item scoring more than twice the bound above the row's smallest cannot be
+    the closest; only the others are scored in float64.
+    """
     starts, ends = labels.positive_start[queries], labels.positive_end[queries]
     row = torch.repeat_interleave(torch.arange(len(queries), device=queries.device), ends - starts)
     first_of_row = torch.cumsum(ends - starts, 0) - (ends - starts)
@@ -289,6 +294,11 @@ def _exact_closest_same_label(scores, labels, queries):
     if labels.exclude_self:
         not_self = column != queries[row]
         row, column = row[not_self], column[not_self]
+    approximate = block[row, column]
+    nearest = torch.full((len(queries),), INF, device=block.device).scatter_reduce(
+        0, row, approximate, reduce="amin")
+    may_be_closest = approximate <= nearest[row] + 2.0 * scores.error_bounds[queries][row]
+    row, column = row[may_be_closest], column[may_be_closest]
     best_positive = torch.full((len(queries),), INF, dtype=torch.float64, device=queries.device)
     return best_positive.scatter_reduce(0, row, _exact_scores(scores, queries[row], column),
                                         reduce="amin")

@@ -204,6 +204,37 @@ class JitteredSquaredEuclidean(SquaredEuclidean):
         return scores.add_(torch.rand(scores.shape, generator=self.generator) - 0.5)
 
 
+class SwappedPositives(SquaredEuclidean):
+    """Float32 scores within a bound of 1.5 that put the query's farther
+    same-label item first (query 0 sorted first; see the test below)."""
+
+    OFFSETS = torch.tensor([[0.0, 1.2, -1.2, 0.0],
+                            [1.2, 0.0, 0.0, 0.0],
+                            [-1.2, 0.0, 0.0, 0.0],
+                            [0.0, 0.0, 0.0, 0.0]])
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.error_bounds = torch.full((len(self.queries),), 1.5)
+
+    def block(self, rows, columns=slice(None), buffer=None):
+        scores = super().block(rows, columns, buffer)
+        return scores.add_(self.OFFSETS[rows][:, columns])
+
+
+@pytest.mark.parametrize("block_size", (2, 8))  # row by row, each pair once
+def test_exact_check_finds_the_closest_same_label_item_float32_ranked_second(block_size):
+    # Query at 0; same-label items at squared distances 4 and 6, scored 5.2 and
+    # 4.8 in "float32"; another label at 5 lies in the uncertain window. Exactly,
+    # the query is a hit: its closest same-label item (4) beats the other label (5).
+    embeddings = torch.tensor([[0.0, 0, 0], [2, 0, 0], [1, 2, 0], [1, 1, 2]])
+    labels = torch.tensor([0, 0, 1, 0])
+    counts = brute_force_closer_counts(embeddings, labels, embeddings, labels, "euclidean", True)
+    assert counts[0] == 0
+    hits = same_label_hits(SwappedPositives, embeddings, labels, (1,), block_size)
+    assert torch.equal(hits[:, 0], counts < 1)
+
+
 @pytest.mark.parametrize("block_size", (4, 16, 1000))
 def test_counts_stay_exact_when_float32_scores_differ_between_passes(block_size):
     # Integer coordinates: every squared distance is an integer, so many items
