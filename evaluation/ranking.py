@@ -208,6 +208,11 @@ def _count_below(block, low, high, column_low, column_high, memory):
         counts = _count_below_numpy(values, low.numpy(), high.numpy(), column_low.numpy(),
                                     column_high.numpy(), memory.mask_like(values))
         return tuple(torch.from_numpy(count) for count in counts)
+    return _count_below_torch(block, low, high, column_low, column_high)
+
+
+def _count_below_torch(block, low, high, column_low, column_high):
+    """``_count_below`` in torch operations, for blocks on a GPU."""
     block_tail = block[:, block.shape[1] - len(column_low):]
     return ((block < low[:, None]).sum(1), (block <= high[:, None]).sum(1),
             (block_tail < column_low).sum(0), (block_tail <= column_high).sum(0))

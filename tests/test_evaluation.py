@@ -5,7 +5,8 @@ import torch
 from threadpoolctl import threadpool_limits
 
 from evaluation.clustering import faiss_available, nmi, nmi_backend, nmi_from_clusters
-from evaluation.ranking import _BlockMemory, _count_below, same_label_hits
+from evaluation import ranking
+from evaluation.ranking import _BlockMemory, _count_below, _count_below_torch, same_label_hits
 from evaluation.recall import inshop_recall_at_k, recall_at_k
 from evaluation.scores import SquaredEuclidean, ieee_float32_matmul
 from tests.reference import EVAL_TOL, load
@@ -27,6 +28,14 @@ def one_kmeans_thread():
     k-means takes seconds instead of a fraction of one."""
     with threadpool_limits(limits=1):
         yield
+
+
+@pytest.fixture(params=["numpy", "torch"])
+def counting(request, monkeypatch):
+    """Both ways of counting a block: numpy's (CPU) and torch's (GPU, run here on the CPU)."""
+    if request.param == "torch":
+        monkeypatch.setattr(ranking, "_count_below", lambda block, low, high, column_low, column_high, memory:
+                            _count_below_torch(block, low, high, column_low, column_high))
 
 
 def brute_force_closer_counts(query, query_labels, items, item_labels, kind, exclude_self):
@@ -137,7 +146,7 @@ def test_query_without_same_label_partner_is_a_miss_at_every_k():
 
 
 @pytest.mark.parametrize("block_size", (1, 5, 33, 1000))
-def test_recall_at_k_equals_brute_force_with_many_exact_ties(block_size):
+def test_recall_at_k_equals_brute_force_with_many_exact_ties(block_size, counting):
     generator = torch.Generator().manual_seed(1)
     # Coordinates in {-1, 0, 1} in 4 dims: many points coincide, many distances tie.
     embeddings = torch.randint(-1, 2, (150, 4), generator=generator).float()
@@ -151,7 +160,7 @@ def test_recall_at_k_equals_brute_force_with_many_exact_ties(block_size):
 
 
 @pytest.mark.parametrize("block_size", (3, 64, 1000))
-def test_recall_at_k_equals_brute_force_on_random_vectors(block_size):
+def test_recall_at_k_equals_brute_force_on_random_vectors(block_size, counting):
     generator = torch.Generator().manual_seed(2)
     embeddings = 3.0 * torch.randn(400, 32, generator=generator) + 1.0
     labels = torch.randint(0, 40, (400,), generator=generator)
@@ -162,7 +171,7 @@ def test_recall_at_k_equals_brute_force_on_random_vectors(block_size):
 
 
 @pytest.mark.parametrize("block_size", (4, 50, 1000))
-def test_inshop_recall_equals_brute_force_with_ties(block_size):
+def test_inshop_recall_equals_brute_force_with_ties(block_size, counting):
     generator = torch.Generator().manual_seed(3)
     query = torch.randint(-1, 2, (90, 3), generator=generator).float()
     gallery = torch.randint(-1, 2, (200, 3), generator=generator).float()
@@ -223,7 +232,7 @@ class SwappedPositives(SquaredEuclidean):
 
 
 @pytest.mark.parametrize("block_size", (2, 8))  # row by row, each pair once
-def test_exact_check_finds_the_closest_same_label_item_float32_ranked_second(block_size):
+def test_exact_check_finds_the_closest_same_label_item_float32_ranked_second(block_size, counting):
     # Query at 0; same-label items at squared distances 4 and 6, scored 5.2 and
     # 4.8 in "float32"; another label at 5 lies in the uncertain window. Exactly,
     # the query is a hit: its closest same-label item (4) beats the other label (5).
@@ -236,7 +245,7 @@ def test_exact_check_finds_the_closest_same_label_item_float32_ranked_second(blo
 
 
 @pytest.mark.parametrize("block_size", (4, 16, 1000))
-def test_counts_stay_exact_when_float32_scores_differ_between_passes(block_size):
+def test_counts_stay_exact_when_float32_scores_differ_between_passes(block_size, counting):
     # Integer coordinates: every squared distance is an integer, so many items
     # sit one error window below the closest same-label item, where two
     # scorings of one pair can fall on either side of the window's edge.
@@ -249,12 +258,20 @@ def test_counts_stay_exact_when_float32_scores_differ_between_passes(block_size)
     assert torch.equal(hits, counts[:, None] < torch.tensor(ks))
 
 
+def loop_counts(lines, thresholds, strict):
+    """Entries of each line below (or up to) its threshold, one Python comparison at a time."""
+    def is_below(value, threshold):
+        return value < threshold if strict else value <= threshold
+    return torch.tensor([sum(1 for value in line if is_below(value, threshold))
+                         for line, threshold in zip(lines, thresholds.tolist())], dtype=torch.int64)
+
+
 @pytest.mark.parametrize("rows, columns, tail", [
     (600, 7, 5),         # more rows than a uint8 column sum can hold
     (3, 70_000, 69_990),  # more columns than a uint16 row sum can hold
     (1, 1, 0),
 ])
-def test_cpu_counts_equal_plain_comparisons(rows, columns, tail):
+def test_numpy_and_torch_counts_equal_plain_comparisons(rows, columns, tail):
     # Small integers: many entries equal their threshold (< and <= must differ),
     # and thresholds of 9 count whole rows and columns (the sums' overflow limits).
     generator = torch.Generator().manual_seed(1)
@@ -262,13 +279,16 @@ def test_cpu_counts_equal_plain_comparisons(rows, columns, tail):
     block, low, column_low = integers(rows, columns), integers(rows), integers(tail)
     low[0], column_low[:1] = 9.0, 9.0
     high, column_high = low + integers(rows) % 2, column_low + integers(tail) % 2
-    expected_tail = block[:, columns - tail:]
-    expected = ((block < low[:, None]).sum(1), (block <= high[:, None]).sum(1),
-                (expected_tail < column_low).sum(0), (expected_tail <= column_high).sum(0))
+    rows_as_lists, tail_columns = block.tolist(), block[:, columns - tail:].T.tolist()
+    expected = (loop_counts(rows_as_lists, low, strict=True), loop_counts(rows_as_lists, high, strict=False),
+                loop_counts(tail_columns, column_low, strict=True),
+                loop_counts(tail_columns, column_high, strict=False))
     counts = _count_below(block.clone(), low, high, column_low, column_high,
                           _BlockMemory(block.numel(), block.device))
-    for count, expected_count in zip(counts, expected):
+    gpu_counts = _count_below_torch(block, low, high, column_low, column_high)  # the GPU path, here on CPU
+    for count, gpu_count, expected_count in zip(counts, gpu_counts, expected):
         assert torch.equal(count, expected_count)
+        assert torch.equal(gpu_count, expected_count)
 
 
 def test_embeddings_on_other_precisions_are_scored_in_float32(golden):
