@@ -107,11 +107,12 @@ class _SortedLabels:
         columns = self.item_labels[column_start:column_stop]
         return self.query_labels[rows, None] == columns[None, :]
 
-    def exclude_self_from(self, is_positive, row_start, column_start):
-        """Clear the query's own entry in a same-label mask (when queries are the items)."""
+    def hide_self_in(self, scores, row_start, column_start):
+        """In place, the query's own score in ``scores[rows, columns]`` becomes inf
+        (when queries are the items; the rows start at query ``row_start``)."""
         if self.exclude_self:
-            rows = torch.arange(len(is_positive), device=is_positive.device)
-            is_positive[rows, rows + row_start - column_start] = False
+            rows = torch.arange(len(scores), device=scores.device)
+            scores[rows, rows + row_start - column_start] = INF
 
 
 def _class_aligned_blocks(labels, block_size):
@@ -177,9 +178,8 @@ def _take_same_label(band, labels, rows, band_start):
     """Closest same-label score of each row (the query itself excluded), or inf;
     then, in place, every same-label entry of ``band`` (the query included) becomes inf."""
     is_same_label = labels.same_label_mask(rows, band_start, band_start + band.shape[1])
-    is_positive = is_same_label.clone()
-    labels.exclude_self_from(is_positive, rows.start, band_start)
-    best_positive = _row_minimum(torch.where(is_positive, band, INF))
+    labels.hide_self_in(band, rows.start, band_start)
+    best_positive = _row_minimum(torch.where(is_same_label, band, INF))
     band.masked_fill_(is_same_label, INF)
     return best_positive
 
