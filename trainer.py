@@ -4,7 +4,9 @@
 best weights and divide the lr at the drop epochs), ``train_one_epoch``
 (forward, loss, backward, step, meters), ``evaluate`` and ``end_of_epoch``
 (best weights, metrics.csv row, plots, resumable checkpoint). The step
-itself computes the loss and nothing else.
+itself computes the loss and nothing else. The best weights live in their
+files in the run folder, written when an epoch becomes the best; the
+checkpoint only names them.
 """
 import json
 import logging
@@ -16,7 +18,10 @@ import torch
 from tqdm import tqdm
 
 from evaluation import format_metrics
-from utils.checkpoint import CHECKPOINT_NAME, capture_rng_state, restore_rng_state, save_checkpoint
+from net.weights import load_weights
+from utils.checkpoint import (CHECKPOINT_NAME, FORMAT_1_BEST_WEIGHTS, capture_rng_state, restore_rng_state,
+                              save_checkpoint)
+from utils.errors import UserInputError
 from utils.history import History, is_metric_column
 from utils.io import atomic_torch_save, atomic_write_text
 from utils.optim import build_optimizer
@@ -34,13 +39,19 @@ class TrainingInterrupted(RuntimeError):
 
 @dataclass
 class BestWeights:
-    """The weights of the best epoch so far, on the CPU (the schedule reloads them)."""
+    """The best epoch so far and the names of its weights files in the run folder.
+
+    The files are written (atomically, in the authors' naming) as soon as an
+    epoch becomes the best, and those of the epoch it replaces are deleted;
+    the schedule and the final test read them back. Names, not paths, so a
+    copied run folder still resumes.
+    """
 
     score: float = -1.0
     epoch: int = 0
     metrics: dict = field(default_factory=dict)
-    backbone: dict = None
-    mpn: dict = None
+    backbone_file: str = None
+    mpn_file: str = None
 
 
 def unwrap(model):
@@ -105,11 +116,13 @@ class Trainer:
         """
         if epoch not in self.train_params["lr_drop_epochs"] or self.resume_step:
             return
-        unwrap(self.backbone).load_state_dict(self.best.backbone)
-        unwrap(self.mpn).load_state_dict(self.best.mpn)
         new_lr = self.train_params["lr"] / 10.0
         for group in self.optimizer.param_groups:
             group["lr"] = new_lr
+        if self.best.backbone_file is None:
+            logger.info("Epoch %d: no best epoch yet to reload, lr set to %.4g", epoch, new_lr)
+            return
+        self.reload_best_weights([(self.backbone, self.best.backbone_file), (self.mpn, self.best.mpn_file)])
         logger.info("Epoch %d: reloaded the best weights (epoch %d, R@1 %.4f), lr set to %.4g",
                     epoch, self.best.epoch, self.best.score, new_lr)
 
@@ -186,9 +199,9 @@ class Trainer:
 
     def end_of_epoch(self, epoch, train_stats, metrics, started):
         score = metrics[f"{self.selection_split}_R@1"]
+        replaced = None
         if epoch >= 1 and score > self.best.score:
-            self.best = BestWeights(score, epoch, dict(metrics), _cpu_copy(unwrap(self.backbone).state_dict()),
-                                    _cpu_copy(unwrap(self.mpn).state_dict()))
+            replaced, self.best = self.best, self.save_best_weights(score, epoch, metrics)
             logger.info("Epoch %d: new best R@1 %.4f", epoch, score)
         row = {"epoch": epoch, **train_stats, **metrics, "lr": self.optimizer.param_groups[0]["lr"],
                "time_s": round(time.perf_counter() - started, 2)}
@@ -199,22 +212,67 @@ class Trainer:
             self.history.plot(self.run_dir, [c for c in self.history.columns() if c.startswith("loss_")],
                               [c for c in self.history.columns() if is_metric_column(c)])
             save_checkpoint(self.run_dir / CHECKPOINT_NAME, self.state_dict())
+            if replaced is not None:
+                self.remove_replaced_best_files(replaced)
+
+    # -------------------------------------------------------- best weights
+    def save_best_weights(self, score, epoch, metrics):
+        """Write the current weights as the best epoch's files; the new ``BestWeights``."""
+        backbone_file, mpn_file = best_weight_names(score, self.config)
+        if self.is_main:
+            atomic_torch_save(_cpu_copy(unwrap(self.backbone).state_dict()), self.run_dir / backbone_file)
+            atomic_torch_save(_cpu_copy(unwrap(self.mpn).state_dict()), self.run_dir / mpn_file)
+        return BestWeights(score, epoch, dict(metrics), backbone_file, mpn_file)
+
+    def remove_replaced_best_files(self, replaced):
+        """Delete the files of a former best epoch: this run wrote them and last.pth no longer names them."""
+        current = (self.best.backbone_file, self.best.mpn_file)
+        for name in (replaced.backbone_file, replaced.mpn_file):
+            if name is not None and name not in current:
+                (self.run_dir / name).unlink(missing_ok=True)
+
+    def reload_best_weights(self, modules_and_files):
+        """Load each ``(module, file name)`` of the best epoch from the run folder."""
+        if self.distributed is not None:
+            self.distributed.barrier()  # rank 0 wrote the files; every rank reads them
+        for module, name in modules_and_files:
+            load_weights(unwrap(module), self.run_dir / name, "the best epoch's weights named in last.pth")
+
+    def adopt_format_1_best_weights(self, weights):
+        """A format-1 checkpoint held the best weights itself: give them their files, as format 2 does.
+
+        A finished format-1 run already wrote these files; they are kept as they are.
+        """
+        self.best.backbone_file, self.best.mpn_file = best_weight_names(self.best.score, self.config)
+        if not self.is_main:
+            return
+        for name, state in ((self.best.backbone_file, weights["backbone"]), (self.best.mpn_file, weights["mpn"])):
+            if not (self.run_dir / name).exists():
+                atomic_torch_save(state, self.run_dir / name)
+
+    def check_best_files_present(self):
+        """A resumed run needs the best weights files its checkpoint names: say so before training."""
+        if not self.is_main:
+            return
+        for name in (self.best.backbone_file, self.best.mpn_file):
+            if name is not None and not (self.run_dir / name).is_file():
+                raise UserInputError(
+                    f"--resume {self.run_dir}: {CHECKPOINT_NAME} names the best weights file {name}, which is not "
+                    f"in the run folder; copy it back beside {CHECKPOINT_NAME} (the lr drops and the final test "
+                    "read it).")
 
     # ------------------------------------------------------------- results
     def finish(self):
-        """Best weights in the authors' naming, final test when selecting on val, summary.json."""
+        """Final test of the best weights when selecting on val; summary.json names their files."""
         summary = {"best_epoch": self.best.epoch, "best_metrics": self.best.metrics,
                    "last_epoch": self.epoch, "last_metrics": self._last_metrics()}
-        if "val" in self.evaluators and self.best.backbone is not None:
-            unwrap(self.backbone).load_state_dict(self.best.backbone)
+        if "val" in self.evaluators and self.best.backbone_file is not None:
+            self.reload_best_weights([(self.backbone, self.best.backbone_file)])
             test_metrics = self.evaluators["test"].evaluate(self.backbone, **self.data.eval_loaders["test"])
             summary["test_metrics_of_best_epoch"] = test_metrics
             logger.info("Test set, weights of epoch %d: %s", self.best.epoch, format_metrics(test_metrics))
-        if self.is_main and self.best.backbone is not None:
-            backbone_name, mpn_name = best_weight_names(self.best.score, self.config)
-            atomic_torch_save(self.best.backbone, self.run_dir / backbone_name)
-            atomic_torch_save(self.best.mpn, self.run_dir / mpn_name)
-            summary["best_weights"] = {"backbone": backbone_name, "mpn": mpn_name}
+        if self.is_main and self.best.backbone_file is not None:
+            summary["best_weights"] = {"backbone": self.best.backbone_file, "mpn": self.best.mpn_file}
             atomic_write_text(self.run_dir / "summary.json", json.dumps(summary, indent=2))
         logger.info("Best epoch %d: %s", self.best.epoch, _format_prefixed(self.best.metrics))
         logger.info("Last epoch %d: %s", self.epoch, _format_prefixed(summary["last_metrics"]))
@@ -247,6 +305,9 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.precision.load_state_dict(state["precision"])
         self.best = BestWeights(**state["best"])
+        if FORMAT_1_BEST_WEIGHTS in state:
+            self.adopt_format_1_best_weights(state[FORMAT_1_BEST_WEIGHTS])
+        self.check_best_files_present()
         self.history = History(state["history"])
         self.epoch = state["epoch"]
         self.resume_step = state["resume_step"]

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from utils.errors import UserInputError
+from utils.safe_load import UnreadableFileError, load_torch_file
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +28,8 @@ def read_state_dict(path, config_key):
     """``{key: tensor}`` stored in the checkpoint at ``path`` (on the CPU).
 
     Accepts a plain state dict or a dict holding one under ``'state_dict'``
-    or ``'model'``, and strips a DataParallel/DDP ``module.`` prefix.
+    or ``'model'``, and strips a DataParallel/DDP ``module.`` prefix. The
+    file is read as data only (``utils.safe_load``).
     """
     path = Path(path)
     if not path.is_file():
@@ -35,11 +37,11 @@ def read_state_dict(path, config_key):
             f"The weights file {path} given by {config_key} does not exist; "
             f"give the path of an existing .pth file.")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many types for a non-checkpoint
+        checkpoint = load_torch_file(path, config_key)
+    except UnreadableFileError as error:
         raise UserInputError(
             f"The file {path} given by {config_key} is not a PyTorch checkpoint "
-            f"({type(err).__name__}); give a file written by torch.save(model.state_dict()).") from err
+            f"({error}); give a file written by torch.save(model.state_dict()).") from None
     state = _unwrap(checkpoint)
     if state is None:
         raise UserInputError(

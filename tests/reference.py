@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from utils.safe_load import load_torch_file
+
 FIXTURE_DIR = Path(__file__).parent / "fixtures" / "reference"
 SHARED_FIXTURE_DIR = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "reference"
 FIXTURE_FILES = (
@@ -58,7 +60,7 @@ EVAL_TOL = {
 
 def load(name):
     """Load one ``.pt`` fixture (plain dicts, lists, tensors, numbers)."""
-    return torch.load(FIXTURE_DIR / name, weights_only=True)
+    return load_torch_file(FIXTURE_DIR / name, "the golden fixtures")
 
 
 def load_layouts():

@@ -14,6 +14,7 @@ from evaluation.recall import inshop_recall_at_k, recall_at_k
 from evaluation.scores import NegativeCosine, SquaredEuclidean
 from tests.conftest import evaluate_best_weights_in_test_mode, run_torchrun
 from trainer import Trainer
+from utils.checkpoint import load_checkpoint
 
 pytestmark = [pytest.mark.slow, pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")]
@@ -55,10 +56,10 @@ def test_a_gpu_run_stopped_after_an_epoch_resumes_on_the_gpu(tmp_path, write_tin
                     "--output_dir", str(tmp_path / "runs")])
     monkeypatch.setattr(Trainer, "end_of_epoch", original)
     folder = only_folder(tmp_path / "runs")
-    checkpoint = torch.load(folder / "last.pth", weights_only=False)
+    checkpoint = load_checkpoint(folder / "last.pth")
     assert checkpoint["epoch"] == 1 and "cuda" in checkpoint["rng"]
     assert train.main(["--resume", str(folder), "--device", "cuda"]) == 0
-    assert torch.load(folder / "last.pth", weights_only=False)["epoch"] == 3
+    assert load_checkpoint(folder / "last.pth")["epoch"] == 3
 
 
 def test_one_process_torchrun_on_the_gpu_uses_nccl_ddp_and_sync_bn(tmp_path, write_tiny_config):

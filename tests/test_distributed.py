@@ -11,6 +11,7 @@ import yaml
 
 import train
 from tests.conftest import evaluate_best_weights_in_test_mode, run_torchrun
+from utils.safe_load import load_torch_file
 
 pytestmark = pytest.mark.slow
 
@@ -115,7 +116,7 @@ def test_global_graph_scope_equals_one_process_fed_the_concatenated_batch(tmp_pa
     logits[-1].sum().backward()
     rows = feats.shape[0] // 2
     for rank in range(2):
-        part = torch.load(tmp_path / f"rank{rank}.pt")
+        part = load_torch_file(tmp_path / f"rank{rank}.pt", "the test's worker")
         torch.testing.assert_close(part["logits"], logits[-1][rank * rows:(rank + 1) * rows].detach(),
                                    rtol=1e-5, atol=1e-5)
         # Same sums in another order: float32 round-off, far below the gradients (up to ~1e2).

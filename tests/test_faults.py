@@ -14,12 +14,12 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 
 import train
 from tests.conftest import tiny_train_config, write_class_pattern_images
 from trainer import Trainer
+from utils.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
@@ -102,10 +102,10 @@ def test_sigkill_during_a_checkpoint_write_keeps_the_previous_checkpoint_and_res
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=30)
     folder = only_run_folder(output_dir)
-    checkpoint = torch.load(folder / "last.pth", weights_only=False)
+    checkpoint = load_checkpoint(folder / "last.pth")
     assert checkpoint["epoch"] == 1
     assert train.main(["--resume", str(folder)]) == 0
-    assert torch.load(folder / "last.pth", weights_only=False)["epoch"] == 3
+    assert load_checkpoint(folder / "last.pth")["epoch"] == 3
     assert epochs_in_metrics(folder) == ["1", "2", "3"]
 
 
@@ -121,7 +121,7 @@ def test_sigterm_finishes_the_step_saves_and_says_how_to_resume(tmp_path, write_
     assert process.returncode == 128 + signal.SIGTERM
     assert "resume with `python train.py --resume" in stderr
     folder = only_run_folder(output_dir)
-    assert torch.load(folder / "last.pth", weights_only=False)["resume_step"] >= 1
+    assert load_checkpoint(folder / "last.pth")["resume_step"] >= 1
     assert train.main(["--resume", str(folder)]) == 0
     assert epochs_in_metrics(folder) == ["1", "2"]
 
@@ -141,7 +141,7 @@ def test_nan_loss_stops_naming_epoch_and_iteration_and_keeps_the_last_checkpoint
     assert exit_code == train.EXIT_DIVERGED
     assert "epoch 2, iteration 2" in caplog.text
     folder = only_run_folder(tmp_path)
-    assert torch.load(folder / "last.pth", weights_only=False)["epoch"] == 1
+    assert load_checkpoint(folder / "last.pth")["epoch"] == 1
 
 
 def broken_image_config(tmp_path, skip):

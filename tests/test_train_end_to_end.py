@@ -7,8 +7,10 @@ import torch
 import yaml
 
 import train
+from net.weights import read_state_dict
 from tests.conftest import evaluate_best_weights_in_test_mode
 from trainer import Trainer
+from utils.checkpoint import load_checkpoint
 from utils.signals import StopRequest
 
 pytestmark = pytest.mark.slow
@@ -119,12 +121,17 @@ def test_resume_after_sigterm_mid_epoch_ends_like_the_uninterrupted_run(
 
 
 def assert_same_final_state(resumed, uninterrupted):
-    resumed_state = torch.load(resumed / "last.pth", weights_only=False)
-    expected_state = torch.load(uninterrupted / "last.pth", weights_only=False)
+    resumed_state = load_checkpoint(resumed / "last.pth")
+    expected_state = load_checkpoint(uninterrupted / "last.pth")
     assert resumed_state["epoch"] == expected_state["epoch"] == 3
     for part in ("backbone", "mpn"):
         for key, value in expected_state[part].items():
             torch.testing.assert_close(resumed_state[part][key], value, rtol=0, atol=0, msg=f"{part}.{key}")
+    assert resumed_state["best"] == expected_state["best"]
+    for part in ("backbone_file", "mpn_file"):
+        resumed_best = read_state_dict(resumed / resumed_state["best"][part], "the resumed run")
+        for key, value in read_state_dict(uninterrupted / expected_state["best"][part], "the run").items():
+            torch.testing.assert_close(resumed_best[key], value, rtol=0, atol=0, msg=f"{part}.{key}")
     resumed_rows, expected_rows = read_metrics(resumed), read_metrics(uninterrupted)
     for resumed_row, expected_row in zip(resumed_rows, expected_rows, strict=True):
         assert resumed_row["test_R@1"] == expected_row["test_R@1"]
@@ -153,7 +160,7 @@ def test_val_holds_out_training_classes_for_selection_and_tests_once(write_tiny_
     assert set(summary["test_metrics_of_best_epoch"]) == {"R@1", "R@2", "R@4", "R@8", "NMI"}
     assert summary["best_weights"]["backbone"].startswith(str(summary["best_metrics"]["val_R@1"]))
     # 4 training classes, half held out: the classifiers have 2 outputs.
-    assert torch.load(folder / summary["best_weights"]["backbone"])["fc.bias"].shape == (2,)
+    assert read_state_dict(folder / summary["best_weights"]["backbone"], "the test")["fc.bias"].shape == (2,)
 
 
 def test_hyper_search_runs_trials_and_writes_the_best_config(tmp_path):
@@ -190,3 +197,113 @@ def test_is_apex_on_an_explicit_cpu_trains_with_bfloat16_autocast(write_tiny_con
     assert "Precision: autocast-bfloat16" in caplog.text
     rows = read_metrics(run_folder(tmp_path))
     assert float(rows[0]["loss_Total"]) > 0
+
+
+def tensor_elements(value):
+    if isinstance(value, torch.Tensor):
+        return value.numel()
+    if isinstance(value, dict):
+        return sum(tensor_elements(item) for item in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(tensor_elements(item) for item in value)
+    return 0
+
+
+def test_last_pth_names_the_best_weights_files_instead_of_holding_a_copy(finished_run):
+    state = load_checkpoint(finished_run / "last.pth")
+    summary = json.loads((finished_run / "summary.json").read_text())
+    assert state["best"] == {"score": summary["best_metrics"]["test_R@1"], "epoch": summary["best_epoch"],
+                             "metrics": summary["best_metrics"], "backbone_file": summary["best_weights"]["backbone"],
+                             "mpn_file": summary["best_weights"]["mpn"]}
+    assert sorted(path.name for path in finished_run.glob("*.pth")) == sorted(["last.pth",
+                                                                               *summary["best_weights"].values()])
+    # The weights and RAdam's two moments per parameter: about 3x the parameters (it was 4x with the best copy).
+    parameters = tensor_elements(state["backbone"]) + tensor_elements(state["mpn"])
+    assert tensor_elements(state) < 3.1 * parameters
+
+
+def rewrite_as_format_1(folder):
+    """Rewrite the run's last.pth as format 1 did: the NumPy RNG state as ``np.random.get_state()`` returns
+    it and the best weights inside the checkpoint (format-1 runs wrote their files only at the end)."""
+    import numpy as np
+    state = load_checkpoint(folder / "last.pth")
+    numpy_state = state["rng"]["numpy"]
+    state["rng"]["numpy"] = (numpy_state["bit_generator"], numpy_state["key"].numpy().astype(np.uint32),
+                             numpy_state["position"], numpy_state["has_gauss"], numpy_state["cached_gaussian"])
+    best = state["best"]
+    weights = {part: read_state_dict(folder / best[f"{part}_file"], "the test") for part in ("backbone", "mpn")}
+    for part in ("backbone", "mpn"):
+        (folder / best[f"{part}_file"]).unlink()
+    state["best"] = {"score": best["score"], "epoch": best["epoch"], "metrics": best["metrics"], **weights}
+    state["format_version"] = 1
+    torch.save(state, folder / "last.pth")
+    assert "numpy.ndarray" in torch.serialization.get_unsafe_globals_in_checkpoint(folder / "last.pth")
+
+
+def test_a_format_1_checkpoint_is_converted_once_and_resumes_like_the_uninterrupted_run(
+        finished_run, write_tiny_config, tmp_path, monkeypatch, caplog):
+    import logging
+    original = Trainer.end_of_epoch
+
+    def stop_after_first_epoch(self, epoch, *args):
+        original(self, epoch, *args)
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "end_of_epoch", stop_after_first_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        train.main(["--config_path", str(write_tiny_config()), "--output_dir", str(tmp_path)])
+    monkeypatch.setattr(Trainer, "end_of_epoch", original)
+    interrupted = run_folder(tmp_path)
+    rewrite_as_format_1(interrupted)
+    with caplog.at_level(logging.INFO):
+        assert train.main(["--resume", str(interrupted)]) == 0
+    assert caplog.text.count("is a format-1 checkpoint") == 1
+    assert_same_final_state(interrupted, finished_run)
+
+
+def test_a_new_best_epoch_replaces_the_best_files_and_a_drop_reloads_them_from_disk(
+        write_tiny_config, tmp_path, monkeypatch):
+    recall_of_epoch = {1: 0.5, 2: 0.25, 3: 0.75}
+    files_after_epoch, reloads = {}, {}
+    original_end, original_schedule = Trainer.end_of_epoch, Trainer.apply_schedule
+
+    def scripted_recall(self, epoch):
+        return {"test_R@1": recall_of_epoch[epoch]}
+
+    def end_of_epoch(self, epoch, *args):
+        original_end(self, epoch, *args)
+        files_after_epoch[epoch] = sorted(path.name for path in self.run_dir.glob("*.pth") if path.name != "last.pth")
+
+    def apply_schedule(self, epoch):
+        before = {key: value.clone() for key, value in self.backbone.state_dict().items()}
+        original_schedule(self, epoch)
+        if self.best.backbone_file is None:
+            return
+        best_file = read_state_dict(self.run_dir / self.best.backbone_file, "the test")
+        after = self.backbone.state_dict()
+        reloads[epoch] = (all(torch.equal(after[key], value) for key, value in best_file.items()),
+                          all(torch.equal(after[key], value) for key, value in before.items()))
+
+    monkeypatch.setattr(Trainer, "evaluate", scripted_recall)
+    monkeypatch.setattr(Trainer, "end_of_epoch", end_of_epoch)
+    monkeypatch.setattr(Trainer, "apply_schedule", apply_schedule)
+    assert train.main(["--config_path", str(write_tiny_config(max_iters_per_epoch=1)),
+                       "--output_dir", str(tmp_path)]) == 0
+    assert files_after_epoch == {1: ["0.5gnn_resnet18_cub.pth", "0.5resnet18_cub.pth"],
+                                 2: ["0.5gnn_resnet18_cub.pth", "0.5resnet18_cub.pth"],
+                                 3: ["0.75gnn_resnet18_cub.pth", "0.75resnet18_cub.pth"]}
+    # Epoch 3 starts from epoch 1's file (epoch 2 was worse): the weights equal it and changed.
+    assert reloads[3] == (True, False)
+
+
+def test_resume_without_the_best_weights_files_says_which_file_to_copy_back(write_tiny_config, tmp_path, caplog):
+    import logging
+    assert train.main(["--config_path", str(write_tiny_config(num_epochs=1, max_iters_per_epoch=1)),
+                       "--output_dir", str(tmp_path)]) == 0
+    folder = run_folder(tmp_path)
+    missing = json.loads((folder / "summary.json").read_text())["best_weights"]["mpn"]
+    (folder / missing).unlink()
+    with caplog.at_level(logging.ERROR):
+        assert train.main(["--resume", str(folder)]) == 2
+    assert f"names the best weights file {missing}, which is not in the run folder" in caplog.text

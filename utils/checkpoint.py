@@ -2,10 +2,17 @@
 
 ``last.pth`` holds everything an uninterrupted run would still have in
 memory at that point: both networks, the optimiser, the loss scaler, the
-epoch (and step, for a run stopped mid-epoch), the best weights and score
-(the schedule reloads them at the drop epochs), the history rows and every
-RNG state. It is written atomically, so a crash leaves the previous one.
+epoch (and step, for a run stopped mid-epoch), the best epoch's score,
+metrics and the names of its weights files in the run folder (the schedule
+reloads them at the drop epochs), the history rows and every RNG state. It
+is written atomically, so a crash leaves the previous one.
+
+Everything in it is tensors and plain Python data, so it is read with
+``weights_only=True`` (``utils.safe_load``). Format 1 held the NumPy RNG
+state as a NumPy array and a full copy of the best weights; such files are
+converted on load, allowing exactly the NumPy types they hold.
 """
+import logging
 import random
 from pathlib import Path
 
@@ -14,15 +21,27 @@ import torch
 
 from utils.errors import UserInputError
 from utils.io import atomic_torch_save
+from utils.safe_load import UnreadableFileError, UnsafeFileError, load_torch_file
+
+logger = logging.getLogger(__name__)
 
 CHECKPOINT_NAME = "last.pth"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# Key of a converted format-1 state: the best weights it held, for the trainer to write to files.
+FORMAT_1_BEST_WEIGHTS = "format_1_best_weights"
+RESUME_FLAG = "--resume"
 
 
 def capture_rng_state():
+    """Every RNG state as tensors and plain data.
+
+    Python's state is already a tuple of ints (and ``None`` or a float);
+    NumPy's legacy tuple is split into its name, its key as an int64 tensor
+    and its counters.
+    """
     state = {
         "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "numpy": _numpy_state_as_data(np.random.get_state()),
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
@@ -30,9 +49,17 @@ def capture_rng_state():
     return state
 
 
+def _numpy_state_as_data(legacy_state):
+    bit_generator, key, position, has_gauss, cached_gaussian = legacy_state
+    return {"bit_generator": bit_generator, "key": torch.from_numpy(key.astype(np.int64)),
+            "position": int(position), "has_gauss": int(has_gauss), "cached_gaussian": float(cached_gaussian)}
+
+
 def restore_rng_state(state):
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    numpy_state = state["numpy"]
+    np.random.set_state((numpy_state["bit_generator"], numpy_state["key"].numpy().astype(np.uint32),
+                         numpy_state["position"], numpy_state["has_gauss"], numpy_state["cached_gaussian"]))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -54,12 +81,59 @@ def resolve_resume_path(resume):
 
 
 def load_checkpoint(path):
+    """The training state in ``path``, in the current format (a format-1 file is converted)."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as error:  # torch raises many types for a damaged file
-        raise UserInputError(f"--resume {path} is not a readable checkpoint ({type(error).__name__}); pass "
-                             "the last.pth of a run folder.") from None
-    if not isinstance(state, dict) or state.get("format_version") != FORMAT_VERSION:
-        raise UserInputError(f"--resume {path} is not a training checkpoint of this project; pass the "
-                             "last.pth of a run folder.")
+        state = _read(path)
+    except UnsafeFileError as error:
+        if error.refused not in _FORMAT_1_GLOBAL_NAMES:
+            raise
+        state = _read(path, allowed_globals=format_1_numpy_globals())
+    if not isinstance(state, dict) or state.get("format_version") not in (1, FORMAT_VERSION):
+        raise UserInputError(f"{RESUME_FLAG} {path} is not a training checkpoint of this project; pass the "
+                             f"{CHECKPOINT_NAME} of a run folder.")
+    if state["format_version"] == 1:
+        state = upgrade_from_format_1(state)
+        logger.info("%s is a format-1 checkpoint (NumPy RNG state, best weights inside); converted to format "
+                    "%d on load, its best weights go to files in the run folder", path, FORMAT_VERSION)
     return state
+
+
+def _read(path, allowed_globals=()):
+    try:
+        return load_torch_file(path, RESUME_FLAG, allowed_globals)
+    except UnreadableFileError as error:
+        raise UserInputError(f"{RESUME_FLAG} {path} is not a readable checkpoint ({error}); pass the "
+                             f"{CHECKPOINT_NAME} of a run folder.") from None
+
+
+def format_1_numpy_globals():
+    """Exactly the NumPy types that ``np.random.get_state()`` put into a format-1 file.
+
+    The array rebuild function, ``ndarray``, ``dtype`` and the uint32 dtype
+    class; the rebuild function also under its NumPy 1 name, for files
+    written with NumPy 1.
+    """
+    reconstruct = np.zeros(1, np.uint32).__reduce__()[0]
+    return [reconstruct, (reconstruct, "numpy.core.multiarray._reconstruct"), np.ndarray, np.dtype,
+            type(np.dtype(np.uint32))]
+
+
+def _global_name(entry):
+    if isinstance(entry, tuple):
+        return entry[1]
+    return f"{entry.__module__}.{entry.__qualname__}"
+
+
+_FORMAT_1_GLOBAL_NAMES = frozenset(_global_name(entry) for entry in format_1_numpy_globals())
+
+
+def upgrade_from_format_1(state):
+    """A format-1 state in format 2; the best weights it held move to ``FORMAT_1_BEST_WEIGHTS``."""
+    rng = {**state["rng"], "numpy": _numpy_state_as_data(state["rng"]["numpy"])}
+    old_best = state["best"]
+    best = {"score": old_best["score"], "epoch": old_best["epoch"], "metrics": old_best["metrics"],
+            "backbone_file": None, "mpn_file": None}
+    upgraded = {**state, "format_version": FORMAT_VERSION, "rng": rng, "best": best}
+    if old_best["backbone"] is not None:
+        upgraded[FORMAT_1_BEST_WEIGHTS] = {"backbone": old_best["backbone"], "mpn": old_best["mpn"]}
+    return upgraded

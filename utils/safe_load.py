@@ -1,0 +1,71 @@
+"""The one place that opens PyTorch files, and only as data.
+
+A ``.pth`` file is a pickle, and unpickling can call any function the file
+names: a crafted checkpoint would run code the moment it is loaded. Every
+checkpoint and weights file of this project is therefore read here, with
+``torch.load(weights_only=True)``: tensors, numbers, strings, lists, tuples
+and dicts come back, anything else is refused before it is built. A test
+(tests/test_safe_loading.py) fails if another module calls ``torch.load``
+or imports ``pickle``.
+"""
+import pickle
+import re
+
+import torch
+
+from utils.errors import UserInputError
+
+# How torch's weights-only unpickler names what it refused: a global (function
+# or class) the file asks for, or a class it would have to build.
+_REFUSED = (re.compile(r"GLOBAL (\S+)"), re.compile(r"got <class '([^']+)'>"))
+
+
+class UnsafeFileError(UserInputError):
+    """The file holds something that only running code from it could rebuild.
+
+    ``refused`` is the name of the global it asked for (``posix.system``,
+    ``numpy.ndarray``, ...).
+    """
+
+    def __init__(self, message, refused):
+        super().__init__(message)
+        self.refused = refused
+
+
+class UnreadableFileError(Exception):
+    """The file is not a PyTorch file at all (damaged, truncated, another format).
+
+    Callers turn it into a ``UserInputError`` that says what they expected.
+    """
+
+
+def load_torch_file(path, given_by, allowed_globals=()):
+    """The object stored at ``path``, on the CPU, read without running code from it.
+
+    ``given_by`` names the flag or key the path came from, for the message.
+    ``allowed_globals`` are extra types the caller accepts for this one load
+    (the exact NumPy types of old checkpoints); they are allowed only inside
+    this call, never process-wide.
+    """
+    try:
+        with torch.serialization.safe_globals(list(allowed_globals)):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        refused = refused_name(str(error))
+        if refused is None:  # a damaged pickle, not a refused object
+            raise UnreadableFileError(type(error).__name__) from None
+        raise UnsafeFileError(
+            f"The file {path} given by {given_by} contains a pickled {refused}, which only running code from "
+            "the file could rebuild, so it was not loaded; use a file saved by this project or by "
+            "torch.save(model.state_dict()) from a source you trust.", refused) from None
+    except Exception as error:  # torch raises many types for a damaged or foreign file
+        raise UnreadableFileError(type(error).__name__) from None
+
+
+def refused_name(message):
+    """The global or class named in torch's weights-only error ``message``, or ``None``."""
+    for pattern in _REFUSED:
+        found = pattern.search(message)
+        if found:
+            return found.group(1)
+    return None
