@@ -9,7 +9,6 @@ from torch.utils.data import default_collate
 
 from .image_list import BrokenImage, broken_image_message
 from utils.errors import UserInputError
-from utils.threads import limit_worker_threads
 
 logger = logging.getLogger(__name__)
 
@@ -28,9 +27,8 @@ def collate_readable(items):
     return (images, labels, indices, [item[3] for item in readable]), broken
 
 
-def init_train_worker(worker_id):
-    """One CPU thread; numpy and ``random`` seeded from the per-worker torch seed the loader set."""
-    limit_worker_threads()
+def seed_worker(worker_id):
+    """Seed numpy and ``random`` from the per-worker torch seed the loader set."""
     worker_seed = torch.initial_seed() % 2**32
     np.random.seed(worker_seed)
     random.seed(worker_seed)
@@ -72,7 +70,7 @@ def build_train_loader(dataset, sampler, batch_size, num_workers, pin_memory=Fal
     """
     return ImageLoader(
         dataset, batch_size=batch_size, sampler=sampler, drop_last=True,
-        num_workers=num_workers, pin_memory=pin_memory, worker_init_fn=init_train_worker,
+        num_workers=num_workers, pin_memory=pin_memory, worker_init_fn=seed_worker,
         generator=torch.Generator().manual_seed(seed))
 
 
@@ -80,9 +78,4 @@ def build_eval_loader(dataset, batch_size, num_workers, pin_memory=False, sample
     """All images in dataset order (or ``sampler``'s), the last batch kept."""
     return ImageLoader(
         dataset, batch_size=batch_size, sampler=sampler, shuffle=False, drop_last=False,
-        num_workers=num_workers, pin_memory=pin_memory, worker_init_fn=init_eval_worker)
-
-
-def init_eval_worker(worker_id):
-    """Evaluation workers need no seed (no augmentation), only the one-thread limit."""
-    limit_worker_threads()
+        num_workers=num_workers, pin_memory=pin_memory)

@@ -62,7 +62,7 @@ def plot_run(run_dir, rows, loss_columns, metric_columns, title, selection_colum
     _save(figure, run_dir / "metrics.png")
 
 
-def plot_runs(runs, path):
+def plot_runs(runs, path, title):
     """Several runs overlaid: one panel per metric (and the total loss), one colour per run.
 
     ``runs`` is a list of ``(name, rows, best_epoch)``.
@@ -94,7 +94,7 @@ def plot_runs(runs, path):
     handles, labels = axes.flat[0].get_legend_handles_labels()
     figure.legend(handles, labels, loc="lower center", ncol=min(len(runs), 3), bbox_to_anchor=(0.5, 0.0),
                   frameon=False)
-    figure.suptitle(f"{len(runs)} runs (stars: best epoch of each)")
+    figure.suptitle(f"{title} (stars: best epoch of each)")
     figure.tight_layout(rect=(0, 0.06 + 0.03 * ((len(runs) - 1) // 3), 1, 1))
     _save(figure, path)
 

@@ -13,9 +13,9 @@ of 2 threads and 0.83 s with 1. The count is therefore chosen on purpose:
    worker, at least 1 and at most ``MAX_AUTO_THREADS`` (beyond that the small
    CPU-side work of a GPU run gains nothing).
 
-Data-loader workers use one thread each (``limit_worker_threads``): they
-decode and augment one image at a time, and their own OpenMP pools would
-compete with the main process for the same cores.
+Data-loader workers use one thread each: torch's worker loop sets that
+itself (``torch.set_num_threads(1)``), and they decode and augment one image
+at a time; so each worker takes one core from the main process's share.
 """
 import logging
 import os
@@ -89,8 +89,3 @@ def log_threads(choice):
         logger.warning("CPU threads: %d threads + %d data-loader workers exceed the %d core(s) this process has, "
                        "so threads wait for each other and every step slows down; lower --threads or "
                        "dataset.nb_workers.", choice.threads, choice.workers, cores)
-
-
-def limit_worker_threads():
-    """Called in every data-loader worker: one thread (see the module docstring)."""
-    torch.set_num_threads(1)
