@@ -217,9 +217,9 @@ class Trainer:
             return f"{head} (before training): {split} R@1 {100 * score:.2f}"
         loss_columns = [name for name in row if name.startswith("loss_") and name != "loss_Total"]
         terms = ", ".join(f"{legend_name(name, loss_columns)} {row[name]:.3f}" for name in loss_columns)
-        remaining = num_epochs - row["epoch"]
-        eta = (f"run done in about {format_duration(remaining * sum(self.epoch_seconds) / len(self.epoch_seconds))}"
-               if remaining else "run done")
+        remaining_s = (num_epochs - row["epoch"]) * sum(self.epoch_seconds) / len(self.epoch_seconds)
+        eta = (f"run done in about {format_duration(remaining_s)} (at "
+               f"{time.strftime('%H:%M', time.localtime(time.time() + remaining_s))})" if remaining_s else "run done")
         return (f"{head}: loss {row['loss_Total']:.3f} ({terms}), lr {row['lr']:.4g}, "
                 f"{row['images_per_s']:.1f} images/s | {split} R@1 {100 * score:.2f}, best "
                 f"{100 * self.best.score:.2f} (epoch {self.best.epoch}) | {eta}")
@@ -230,10 +230,11 @@ class Trainer:
         encoder = self.config["models"]["encoder_params"]
         title = (f"{self.config['dataset']['dataset_short']}, {self.selection_split} classes, "
                  f"{encoder['net_type']}\n{self.run_dir.name}")
+        epochs = [row["epoch"] for row in self.history.rows]
         plot_run(self.run_dir, self.history.rows, [c for c in columns if c.startswith("loss_")],
                  [c for c in columns if is_metric_column(c)], title,
                  selection_column=f"{self.selection_split}_R@1", best_epoch=self.best.epoch,
-                 events=schedule_events(self.train_params["lr_drop_epochs"], [row["epoch"] for row in self.history.rows]))
+                 events=schedule_events(self.train_params["lr_drop_epochs"], epochs))
 
     # ------------------------------------------------------------- results
     def finish(self):
