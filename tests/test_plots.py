@@ -39,7 +39,7 @@ def test_schedule_events_mark_the_reloads_that_happened():
                                                   (3, "best weights reloaded")]
 
 
-@pytest.mark.parametrize("epochs", [[0, 1], [0, 1, 2, 3]])
+@pytest.mark.parametrize("epochs", [[1], [0, 1], [0, 1, 2, 3]])
 def test_both_run_figures_share_the_epoch_axis_with_integer_ticks(tmp_path, monkeypatch, epochs):
     axes = []
     import utils.plots
