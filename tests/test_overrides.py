@@ -1,8 +1,10 @@
 """Issue 22: `--set KEY.PATH=VALUE`, `--mode` and `--threads` on the command line, validated like the file."""
+import json
 import logging
 from pathlib import Path
 
 import pytest
+import yaml
 
 import train
 from utils.config import load_config
@@ -74,3 +76,14 @@ def test_the_default_config_is_found_beside_train_py(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     assert Path(train.parse_args([]).config_path) == train.REPO_ROOT / train.DEFAULT_CONFIG
     assert Path(train.parse_args([]).config_path).is_file()
+
+
+def test_mode_test_on_the_command_line_evaluates_once_and_records_it(write_tiny_config, tmp_path):
+    config_path = write_tiny_config()
+    output_dir = tmp_path / "runs"
+    assert train.main(["--config_path", str(config_path), "--mode", "test", "--output_dir", str(output_dir)]) == 0
+    (run_dir,) = list(output_dir.iterdir())
+    assert run_dir.name.startswith("cub_resnet18_test_")
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["mode"] == "test"
+    assert set(json.loads((run_dir / "metrics.json").read_text())) == {"R@1", "R@2", "R@4", "R@8", "NMI"}
+    assert "--mode test" in json.loads((run_dir / "environment.json").read_text())["command_line"]
