@@ -19,6 +19,10 @@ logger = logging.getLogger(__name__)
 
 # Held-out training classes are scored like CUB: Recall@1,2,4,8 and NMI.
 VALIDATION_METRIC_SET = "cub"
+# The paper's embeddings are 512-d; the MPN grows with the square of the size.
+LARGE_EMBEDDING_DIM = 1024
+# last.pth holds the weights and RAdam's two moment estimates of every parameter.
+CHECKPOINT_COPIES_OF_PARAMETERS = 3
 
 
 @dataclass
@@ -99,11 +103,27 @@ def build_models(config, num_classes, device):
     gnn_params = copy.deepcopy(config["models"]["gnn_params"])
     gnn_params["classifier"]["num_classes"] = num_classes
     mpn = build_mpn(gnn_params, embed_dim)
+    warn_if_embedding_is_large(config["models"]["encoder_params"], embed_dim, (backbone, mpn))
     if gnn_params["pretrained_path"] != "no":
         load_weights(mpn, gnn_params["pretrained_path"], "--gnn_path / models.gnn_params.pretrained_path")
     memory_format = torch.channels_last if config["models"]["encoder_params"]["channels_last"] else None
     backbone = backbone.to(device, memory_format=memory_format) if memory_format else backbone.to(device)
     return backbone, mpn.to(device)
+
+
+def warn_if_embedding_is_large(encoder_params, embed_dim, models):
+    """A legitimate but costly choice (e.g. ``red: 1`` on ResNet-50) is said with its consequence."""
+    if embed_dim <= LARGE_EMBEDDING_DIM:
+        return
+    backbone_bytes, mpn_bytes = (sum(parameter.numel() * parameter.element_size() for parameter in model.parameters())
+                                 for model in models)
+    net_type = encoder_params["net_type"]
+    key, paper_value = (("bn_inception.sz_embedding", 512) if net_type == "bn_inception" else ("red", 4))
+    logger.warning("The embedding of %s is %d-d (the paper's is 512-d), so the MPN grows with its square: "
+                   "last.pth will take about %.2f GB and the best weights %.2f GB (backbone) + %.2f GB (MPN); "
+                   "for the paper's size set models.encoder_params.%s to %d.",
+                   net_type, embed_dim, CHECKPOINT_COPIES_OF_PARAMETERS * (backbone_bytes + mpn_bytes) / 1e9,
+                   backbone_bytes / 1e9, mpn_bytes / 1e9, key, paper_value)
 
 
 def build_evaluators(config, device, autocast_dtype=None, distributed=None):

@@ -77,5 +77,5 @@ def run_hyper_search(config, run_dir, device, device_requested=False):
         if score > best_score:
             best_score, best_config = score, trial
             atomic_write_text(run_dir / "best_config.yaml", config_to_yaml(best_config))
-    logger.info("Best trial R@1 %.4f; its config is %s", best_score, run_dir / "best_config.yaml")
+    logger.info("Best trial R@1 %.2f; its config is %s", 100 * best_score, run_dir / "best_config.yaml")
     return best_score, best_config

@@ -25,6 +25,7 @@ from utils.errors import UserInputError
 from utils.history import History, is_metric_column
 from utils.io import atomic_torch_save, atomic_write_text
 from utils.optim import build_optimizer
+from utils.plots import legend_name, plot_run, schedule_events
 
 logger = logging.getLogger(__name__)
 
@@ -93,6 +94,8 @@ class Trainer:
         self.partial_sums = {}
         self.best = BestWeights()
         self.history = History()
+        # Wall time of the epochs trained in this process, for the run's ETA.
+        self.epoch_seconds = []
 
     # ------------------------------------------------------------------ loop
     def fit(self):
@@ -123,8 +126,8 @@ class Trainer:
             logger.info("Epoch %d: no best epoch yet to reload, lr set to %.4g", epoch, new_lr)
             return
         self.reload_best_weights([(self.backbone, self.best.backbone_file), (self.mpn, self.best.mpn_file)])
-        logger.info("Epoch %d: reloaded the best weights (epoch %d, R@1 %.4f), lr set to %.4g",
-                    epoch, self.best.epoch, self.best.score, new_lr)
+        logger.info("Epoch %d: reloaded the best weights (epoch %d, R@1 %.2f), lr set to %.4g",
+                    epoch, self.best.epoch, 100 * self.best.score, new_lr)
 
     def train_one_epoch(self, epoch):
         self.backbone.train()
@@ -135,12 +138,14 @@ class Trainer:
         max_iters = self.train_params["max_iters_per_epoch"]
         total_steps = min(len(self.data.train_loader), max_iters or len(self.data.train_loader))
         self.data.skip_batches(steps_done)
-        bar = tqdm(self.data.train_loader, total=total_steps, initial=steps_done, disable=not self.is_main,
+        # Updated after each step (not by iterating the bar), so it reaches total_steps/total_steps.
+        bar = tqdm(total=total_steps, initial=steps_done, disable=not self.is_main, unit="step",
                    desc=f"epoch {epoch}/{self.train_params['num_epochs']}", dynamic_ncols=True)
-        for step, (images, labels, *_rest) in enumerate(bar, start=steps_done):
+        for step, (images, labels, *_rest) in enumerate(self.data.train_loader, start=steps_done):
             loss, terms = self.training_step(images, labels, epoch, step)
             meter.update(loss, terms, len(labels))
-            bar.set_postfix(loss=f"{float(loss):.3f}", img_s=f"{meter.images_per_second():.1f}")
+            bar.set_postfix(loss=f"{float(loss):.3f}", img_s=f"{meter.images_per_second():.1f}", refresh=False)
+            bar.update(1)
             if self.stop_requested():
                 self.save_interrupted(epoch, step + 1, meter.sums)
             if step + 1 >= total_steps:
@@ -202,15 +207,18 @@ class Trainer:
         replaced = None
         if epoch >= 1 and score > self.best.score:
             replaced, self.best = self.best, self.save_best_weights(score, epoch, metrics)
-            logger.info("Epoch %d: new best R@1 %.4f", epoch, score)
+            logger.info("Epoch %d: new best %s R@1 %.2f", epoch, self.selection_split, 100 * score)
+        seconds = time.perf_counter() - started
         row = {"epoch": epoch, **train_stats, **metrics, "lr": self.optimizer.param_groups[0]["lr"],
-               "time_s": round(time.perf_counter() - started, 2)}
+               "time_s": round(seconds, 2)}
         self.history.append(row)
         self.epoch = epoch
+        if epoch >= 1:
+            self.epoch_seconds.append(seconds)
+        logger.info("%s", self.epoch_summary(row, score))
         if self.is_main:
             self.history.write_csv(self.run_dir / "metrics.csv")
-            self.history.plot(self.run_dir, [c for c in self.history.columns() if c.startswith("loss_")],
-                              [c for c in self.history.columns() if is_metric_column(c)])
+            self.plot()
             save_checkpoint(self.run_dir / CHECKPOINT_NAME, self.state_dict())
             if replaced is not None:
                 self.remove_replaced_best_files(replaced)
@@ -260,6 +268,34 @@ class Trainer:
                     f"--resume {self.run_dir}: {CHECKPOINT_NAME} names the best weights file {name}, which is not "
                     f"in the run folder; copy it back beside {CHECKPOINT_NAME} (the lr drops and the final test "
                     "read it).")
+
+    def epoch_summary(self, row, score):
+        """One line: losses, lr, time, images/s, the selection R@1, the best so far and the run's ETA."""
+        num_epochs = self.train_params["num_epochs"]
+        split = self.selection_split
+        head = f"Epoch {row['epoch']}/{num_epochs} in {format_duration(row['time_s'])}"
+        if row["epoch"] == 0:
+            return f"{head} (before training): {split} R@1 {100 * score:.2f}"
+        loss_columns = [name for name in row if name.startswith("loss_") and name != "loss_Total"]
+        terms = ", ".join(f"{legend_name(name, loss_columns)} {row[name]:.3f}" for name in loss_columns)
+        remaining_s = (num_epochs - row["epoch"]) * sum(self.epoch_seconds) / len(self.epoch_seconds)
+        eta = (f"run done in about {format_duration(remaining_s)} (at "
+               f"{time.strftime('%H:%M', time.localtime(time.time() + remaining_s))})" if remaining_s else "run done")
+        return (f"{head}: loss {row['loss_Total']:.3f} ({terms}), lr {row['lr']:.4g}, "
+                f"{row['images_per_s']:.1f} images/s | {split} R@1 {100 * score:.2f}, best "
+                f"{100 * self.best.score:.2f} (epoch {self.best.epoch}) | {eta}")
+
+    def plot(self):
+        """losses.png and metrics.png of the run so far (utils/plots.py)."""
+        columns = self.history.columns()
+        encoder = self.config["models"]["encoder_params"]
+        title = (f"{self.config['dataset']['dataset_short']}, {self.selection_split} classes, "
+                 f"{encoder['net_type']}\n{self.run_dir.name}")
+        epochs = [row["epoch"] for row in self.history.rows]
+        plot_run(self.run_dir, self.history.rows, [c for c in columns if c.startswith("loss_")],
+                 [c for c in columns if is_metric_column(c)], title,
+                 selection_column=f"{self.selection_split}_R@1", best_epoch=self.best.epoch,
+                 events=schedule_events(self.train_params["lr_drop_epochs"], epochs))
 
     # ------------------------------------------------------------- results
     def finish(self):
@@ -350,6 +386,16 @@ class EpochMeter:
         stats["images_per_s"] = self.images_per_second()
         stats["skipped_images"] = steps * batch_size - self.sums.get("images", 0)
         return stats
+
+
+def format_duration(seconds):
+    """``42 s``, ``3 min 05 s``, ``2 h 07 min``."""
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
 
 
 def _cpu_copy(state):

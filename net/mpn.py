@@ -149,4 +149,11 @@ def build_mpn(gnn_params, embed_dim):
         raise UserInputError(
             "models.gnn_params sets both cat: 1 and every: 1, which the authors' "
             "model cannot combine; set one of them to 0.")
+    reduced_dim, num_heads = int(embed_dim / gnn_params["red"]), gnn_params["gnn"]["num_heads"]
+    if reduced_dim % num_heads:
+        divisors = ", ".join(str(heads) for heads in (1, 2, 4, 8) if reduced_dim % heads == 0)
+        raise UserInputError(
+            f"models.gnn_params.gnn.num_heads is {num_heads}, which does not divide the {reduced_dim} "
+            f"channels the MPN works on ({embed_dim}-d embedding / models.gnn_params.red "
+            f"{gnn_params['red']}); choose a divisor of {reduced_dim} such as {divisors}.")
     return MPN(gnn_params, embed_dim)

@@ -164,6 +164,9 @@ SCHEMA = {
                                       minimum=1, nullable=True),
         "eval_before_training": _flag(0, "Ours. 1 evaluates once before the first epoch (epoch 0)."),
         "seed": Option(0, int, "Ours. Seed of sampler, initialisation and augmentation (--seed)."),
+        "threads": Option(None, int, "Ours. CPU threads of torch (--threads); null: OMP_NUM_THREADS if set, "
+                          "else the free cores minus one per data-loader worker, at most 8.",
+                          minimum=1, nullable=True),
         "graph_scope": Option("local", str, "Ours, multi-GPU: 'local' builds the graph per GPU batch (the "
                               "paper's), 'global' over the batches of all GPUs.", choices=("local", "global")),
         "sync_bn": _flag(0, "Ours, multi-GPU: 1 converts BatchNorm to SyncBatchNorm."),
@@ -192,6 +195,7 @@ def load_config(path, overrides=None):
     """
     raw = read_yaml(path)
     for dotted_key, value in (overrides or {}).items():
+        check_override(dotted_key, value)
         _set_dotted(raw, dotted_key, value)
     config = validate(raw, SCHEMA, prefix="", source=path)
     check_consistency(config, path)
@@ -213,6 +217,28 @@ def read_yaml(path):
         raise UserInputError(f"Config file {path} does not hold a mapping of sections; start from one of "
                              "the files in config/.")
     return raw
+
+
+def check_override(dotted_key, value, source="the command line"):
+    """A command-line override names one key of the schema and holds a valid value for it.
+
+    Checked before merging, so that a typo gets the closest valid name and a
+    bad value names the command line rather than the config file.
+    """
+    node, prefix = SCHEMA, ""
+    for name in dotted_key.split("."):
+        if not isinstance(node, dict) or name not in node:
+            choices = list(node) if isinstance(node, dict) else []
+            close = difflib.get_close_matches(name, choices, n=1)
+            hint = f"did you mean '{prefix}{close[0]}'?" if close else \
+                (f"allowed keys here: {', '.join(choices)}." if choices else
+                 f"'{prefix.rstrip('.')}' has no keys below it.")
+            raise UserInputError(f"Unknown key '{dotted_key}' on {source}; {hint}")
+        node, prefix = node[name], f"{prefix}{name}."
+    if isinstance(node, dict):
+        raise UserInputError(f"Key '{dotted_key}' on {source} is a section; set one of its keys, e.g. "
+                             f"'{dotted_key}.{next(iter(node))}'.")
+    check_value(value, node, dotted_key, source)
 
 
 def _set_dotted(raw, dotted_key, value):
@@ -314,6 +340,11 @@ def check_consistency(config, source):
             and 0 < scale[0] <= scale[1] <= 1):
         raise UserInputError(f"Key 'dataset.crop_scale' in {source} must be [min, max] with "
                              f"0 < min <= max <= 1, got {scale!r}.")
+    crop_size, resize_size = config["dataset"]["crop_size"], config["dataset"]["resize_size"]
+    if crop_size > resize_size:
+        raise UserInputError(f"Key 'dataset.crop_size' in {source} is {crop_size}, larger than dataset.resize_size "
+                             f"{resize_size}, so the evaluation centre crop would pad every test image with black; "
+                             "make resize_size at least crop_size (the paper: 256 and 227).")
     fraction = config["dataset"]["val_fraction"]
     if config["dataset"]["val"] and not 0 < fraction < 1:
         raise UserInputError(f"Key 'dataset.val_fraction' in {source} must lie between 0 and 1 when "

@@ -1,6 +1,6 @@
 """The run folder: created fresh for every run, never overwritten.
 
-Layout: ``config.yaml`` (resolved), ``train.log``, ``metrics.csv``,
+Layout: ``config.yaml`` (resolved), ``environment.json``, ``train.log``, ``metrics.csv``,
 ``losses.png``, ``metrics.png``, ``summary.json``, ``last.pth`` (resumable)
 and the best weights in the authors' naming.
 """

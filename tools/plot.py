@@ -1,0 +1,105 @@
+"""``python -m tools.plot RUN... [--output FILE.png]``: several runs' curves in one figure.
+
+Each RUN is a run folder of ``train.py``; it is read as data only
+(``metrics.csv``; ``summary.json`` for the best epoch when the run has
+finished; ``config.yaml``, read with ``yaml.safe_load``, for the dataset),
+never imported or unpickled. One panel per metric (in percent)
+and one for the total training loss; each run keeps its colour in every
+panel, its best epoch marked with a star.
+"""
+import argparse
+import csv
+import json
+import logging
+import sys
+from pathlib import Path
+
+import yaml
+
+from utils.errors import UserInputError
+from utils.history import is_metric_column
+from utils.plots import plot_runs
+from utils.run_dir import setup_console_logging
+
+logger = logging.getLogger("tools.plot")
+
+DEFAULT_OUTPUT = "runs_compared.png"
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m tools.plot", description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+", metavar="RUN", help="Run folders (each holds metrics.csv).")
+    parser.add_argument("--output", default=DEFAULT_OUTPUT, help=f"PNG file to write (default: {DEFAULT_OUTPUT}).")
+    return parser.parse_args(argv)
+
+
+def read_rows(run_dir):
+    """The rows of ``metrics.csv`` with numbers as numbers ('' stays missing)."""
+    path = Path(run_dir) / "metrics.csv"
+    if not path.is_file():
+        raise UserInputError(f"{run_dir} has no metrics.csv; pass run folders written by train.py "
+                             "(runs/<dataset>_<net>_<mode>_<time>/).")
+    with open(path, newline="") as handle:
+        rows = [{key: _number(value) for key, value in row.items()} for row in csv.DictReader(handle)]
+    if not rows or "epoch" not in rows[0]:
+        raise UserInputError(f"{path} holds no epoch rows yet; wait for the run's first epoch to finish.")
+    return rows
+
+
+def best_epoch(run_dir, rows):
+    """The best epoch of ``summary.json``, or of the selection R@1 for a run still going."""
+    summary = Path(run_dir) / "summary.json"
+    if summary.is_file():
+        return json.loads(summary.read_text()).get("best_epoch")
+    columns = [column for column in rows[0] if is_metric_column(column) and column.endswith("_R@1")]
+    if not columns:
+        return None
+    selection = "val_R@1" if "val_R@1" in columns else columns[0]
+    trained = [row for row in rows if row["epoch"] >= 1 and row.get(selection) is not None]
+    return max(trained, key=lambda row: row[selection])["epoch"] if trained else None
+
+
+def dataset_of(run_dir):
+    """``dataset.dataset_short`` of the run's resolved config, or None."""
+    path = Path(run_dir) / "config.yaml"
+    try:
+        config = yaml.safe_load(path.read_text()) if path.is_file() else None
+    except yaml.YAMLError:
+        return None
+    dataset = config.get("dataset") if isinstance(config, dict) else None
+    return dataset.get("dataset_short") if isinstance(dataset, dict) else None
+
+
+def _number(value):
+    if value in (None, ""):
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        return value
+    return int(number) if number.is_integer() and "." not in value and "e" not in value.lower() else number
+
+
+def main(argv=None):
+    setup_console_logging()
+    args = parse_args(argv)
+    try:
+        runs, datasets = [], []
+        for run in args.runs:
+            rows = read_rows(run)
+            runs.append((Path(run).resolve().name, rows, best_epoch(run, rows)))
+            datasets.append(dataset_of(run))
+        output = Path(args.output)
+        if not output.parent.is_dir():
+            raise UserInputError(f"--output {output}: the folder {output.parent} does not exist; create it first.")
+        named = sorted({dataset for dataset in datasets if dataset})
+        plot_runs(runs, output, title=f"{len(runs)} runs" + (f" on {', '.join(named)}" if named else ""))
+    except UserInputError as error:
+        logger.error("%s", error)
+        return UserInputError.exit_code
+    logger.info("Wrote %s (%d runs)", output, len(runs))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
