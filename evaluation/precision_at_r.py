@@ -26,7 +26,7 @@ items strictly closer than the j-th same-label item, and only while
 smallest other-label scores (``torch.topk``), and counts are read from them
 by binary search, capped at R. As in ``evaluation.ranking``, an item within
 the float32 error bound of a same-label score leaves its count open; only
-those queries are decided again in float64 (``_exact_closer_counts``).
+those pairs are decided in float64 (``_closer_in_window``).
 Memory: one block of ``block_size x num_items`` scores plus
 ``block_size x max R`` values.
 """
@@ -39,6 +39,8 @@ from evaluation.recall import DEFAULT_BLOCK_SIZE
 from evaluation.scores import NegativeCosine, SquaredEuclidean, ieee_float32_matmul
 
 METRIC_NAMES = ("MAP@R", "RP", "P@1")
+# A count larger than any R: "not among the R nearest".
+INF_COUNT = torch.iinfo(torch.int64).max // 2
 
 
 def map_at_r(embeddings, labels, block_size=DEFAULT_BLOCK_SIZE):
@@ -113,27 +115,24 @@ def _per_query(score_kind, items, item_labels, block_size, queries=None, query_l
 def _block_precisions(scores, labels, num_positives, rows, memory):
     """AP@R, R-precision and hit at 1 of the queries ``rows``."""
     block = scores.block(rows, buffer=memory.scores)
-    first_row = rows.start
     r = num_positives[rows]
     positive_columns, is_positive = _positive_columns(labels, rows, len(block))
     positive_scores = torch.where(is_positive, block.gather(1, positive_columns), INF)
     _hide_same_label(block, labels, rows)
     nearest_others = _smallest(block, int(r.max().item()) if len(r) else 0)
     errors = 2.0 * scores.error_bounds[rows, None]
-    surely = torch.searchsorted(nearest_others, (positive_scores - errors).contiguous(), right=False)
-    possibly = torch.searchsorted(nearest_others, (positive_scores + errors).contiguous(), right=True)
-    decided = (surely == possibly) | (surely >= r[:, None]) | ~is_positive
+    low, high = positive_scores - errors, positive_scores + errors
+    # Other-label scores below ``low`` / up to ``high``, exact while under len(nearest_others) >= R.
+    surely = torch.searchsorted(nearest_others, low.contiguous(), right=False)
+    possibly = torch.searchsorted(nearest_others, high.contiguous(), right=True)
     closer = torch.where(is_positive, surely, INF_COUNT)
-    undecided = (~decided.all(1)).nonzero(as_tuple=True)[0]
-    for row in undecided.tolist():
-        closer[row] = _exact_closer_counts(scores, block[row], first_row + row,
-                                           positive_columns[row][is_positive[row]],
-                                           closer.shape[1])
+    is_open = is_positive & (surely != possibly) & (surely < r[:, None])
+    if is_open.any():
+        row, position = is_open.nonzero(as_tuple=True)
+        closer[row, position] += _closer_in_window(scores, block, rows.start, row,
+                                                   positive_columns[row, position],
+                                                   low[row, position], high[row, position])
     return _precisions(closer, r)
-
-
-# A count larger than any R: "not among the R nearest".
-INF_COUNT = torch.iinfo(torch.int64).max // 2
 
 
 def _positive_columns(labels, rows, num_rows):
@@ -166,30 +165,35 @@ def _smallest(block, count):
     return torch.topk(block, count, dim=1, largest=False, sorted=True).values.contiguous()
 
 
-def _exact_closer_counts(scores, row_scores, query, positive_columns, width):
-    """``c_j`` of one query, decided in float64 from this one float32 scoring.
+def _closer_in_window(scores, block, first_row, row, positive_column, low, high):
+    """For each open (query, same-label item) pair: the other-label items of
+    ``block`` scored in ``[low, high]`` that are strictly closer in float64.
 
-    Each same-label item is scored in float64. An other-label item whose
-    float32 score is below that minus twice the bound is surely closer,
-    above it plus twice the bound surely not; the items in between are
-    compared in float64 (strictly closer: ties favour the same-label item).
+    ``block`` holds rows ``first_row + row`` with same-label entries at inf;
+    the counts come from this one float32 scoring, as the counts below
+    ``low`` do (mixing two scorings could count an item twice or never).
+    Ties in float64 favour the same-label item.
     """
-    num_positives = len(positive_columns)
-    query_index = torch.full((num_positives,), query, device=positive_columns.device)
-    positive_exact = _exact_scores(scores, query_index, positive_columns)
-    error = 2.0 * float(scores.error_bounds[query])
-    low, high = positive_exact - error, positive_exact + error
-    sorted_scores = torch.sort(row_scores.double()).values
-    surely = torch.searchsorted(sorted_scores, low, right=False)
-    in_window = (row_scores >= low.min()) & (row_scores <= high.max())
-    window_columns = in_window.nonzero(as_tuple=True)[0]
-    window_float32 = row_scores[window_columns].double()
-    window_exact = _exact_scores(scores, torch.full_like(window_columns, query), window_columns)
-    is_closer = ((window_float32 >= low[:, None]) & (window_float32 <= high[:, None])
-                 & (window_exact < positive_exact[:, None]))
-    closer = torch.full((width,), INF_COUNT, dtype=torch.int64, device=row_scores.device)
-    closer[:num_positives] = surely + is_closer.sum(1)
-    return closer
+    open_rows, entry_row = torch.unique(row, return_inverse=True)
+    row_low = torch.full((len(open_rows),), INF, device=block.device).scatter_reduce(
+        0, entry_row, low, reduce="amin")
+    row_high = torch.full((len(open_rows),), -INF, device=block.device).scatter_reduce(
+        0, entry_row, high, reduce="amax")
+    window = block[open_rows]
+    pair_row, pair_column = ((window >= row_low[:, None]) & (window <= row_high[:, None])).nonzero(
+        as_tuple=True)
+    pair_float32 = window[pair_row, pair_column]
+    pair_exact = _exact_scores(scores, first_row + open_rows[pair_row], pair_column)
+    positive_exact = _exact_scores(scores, first_row + row, positive_column)
+    # Each entry against every window item of its row (pairs are in row order).
+    pair_start = torch.searchsorted(pair_row, entry_row, right=False)
+    pair_count = torch.searchsorted(pair_row, entry_row, right=True) - pair_start
+    entry = torch.repeat_interleave(torch.arange(len(row), device=block.device), pair_count)
+    offset = torch.cumsum(pair_count, 0) - pair_count
+    pair = pair_start[entry] + torch.arange(len(entry), device=block.device) - offset[entry]
+    is_closer = ((pair_float32[pair] >= low[entry]) & (pair_float32[pair] <= high[entry])
+                 & (pair_exact[pair] < positive_exact[entry]))
+    return torch.bincount(entry[is_closer], minlength=len(row))
 
 
 def _precisions(closer, r):
