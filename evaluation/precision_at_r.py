@@ -17,8 +17,8 @@ A query with R = 0 is left out of every average (pytorch-metric-learning's
 
 Tie rule (as ``evaluation.ranking``): an other-label item exactly as far as
 a same-label item ranks after it. pytorch-metric-learning takes faiss's
-order, which the tests pin down on tie-free data; on ties they check this
-rule against its formulas fed a neighbour list sorted by the rule.
+order at ties, so the two agree on tie-free data; on tied data the tests
+check this rule against its formulas fed a neighbour list in this order.
 
 Only ``rank_j = j + c_j`` is needed, ``c_j`` the number of other-label
 items strictly closer than the j-th same-label item, and only while
@@ -27,8 +27,9 @@ smallest other-label scores (``torch.topk``), and counts are read from them
 by binary search, capped at R. As in ``evaluation.ranking``, an item within
 the float32 error bound of a same-label score leaves its count open; only
 those pairs are decided in float64 (``_closer_in_window``).
-Memory: one block of ``block_size x num_items`` scores plus
-``block_size x max R`` values.
+Memory: the block of ``block_size x num_items`` float32 scores, at most
+one copy of its open rows with their comparison mask, and ``block_size x
+max R`` values; never ``num_items ** 2``.
 """
 import math
 

@@ -179,3 +179,17 @@ def test_counts_left_open_by_float32_are_decided_exactly(block_size):
     labels = torch.randint(0, 10, (120,), generator=generator)
     ours = _means(_per_query(JitteredSquaredEuclidean, embeddings, labels, block_size))
     assert_metrics_close(ours, pml_metrics(embeddings, labels, knn_func=RuleOrderedKNN(labels, labels)))
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_metrics_on_gpu_equal_cpu_with_ties():
+    generator = torch.Generator().manual_seed(8)
+    embeddings = torch.randint(-1, 2, (300, 4), generator=generator).float()
+    labels = torch.randint(0, 20, (300,), generator=generator)
+    on_gpu = retrieval_metrics(embeddings.cuda(), labels.cuda(), block_size=64)
+    assert on_gpu == pytest.approx(retrieval_metrics(embeddings, labels, block_size=64), abs=1e-12)
+    query, gallery = embeddings[:100], embeddings[100:]
+    on_gpu = inshop_retrieval_metrics(query.cuda(), labels[:100].cuda(), gallery.cuda(), labels[100:].cuda())
+    assert on_gpu == pytest.approx(inshop_retrieval_metrics(query, labels[:100], gallery, labels[100:]),
+                                   abs=1e-12)
