@@ -61,8 +61,11 @@ def build_data(config, mode, rank=0, world_size=1, pin_memory=False):
     name, root = dataset_cfg["dataset_short"], dataset_cfg["dataset_path"]
     sizes = dict(crop_size=dataset_cfg["crop_size"], resize_size=dataset_cfg["resize_size"])
     eval_transform = build_transform(dataset_cfg["trans"], False, net_type, **sizes)
-    val_fraction = dataset_cfg["val_fraction"] if dataset_cfg["val"] and mode == "train" else 0.0
-    common = dict(num_classes=dataset_cfg["num_classes"], val_fraction=val_fraction,
+    holds_out = bool(dataset_cfg["val"]) and mode == "train"
+    mlrc = dataset_cfg["val_protocol"] == "mlrc"
+    val_fraction = dataset_cfg["val_fraction"] if holds_out and not mlrc else 0.0
+    val_fold = dataset_cfg["val_fold"] if holds_out and mlrc else None
+    common = dict(num_classes=dataset_cfg["num_classes"], val_fraction=val_fraction, val_fold=val_fold,
                   skip_broken_images=bool(dataset_cfg["skip_broken_images"]))
     eval_batch, workers = config["eval_params"]["batch_size"], dataset_cfg["nb_workers"]
 
@@ -77,7 +80,7 @@ def build_data(config, mode, rank=0, world_size=1, pin_memory=False):
         eval_loaders = {"test": {"query_loader": eval_loader("query"), "gallery_loader": eval_loader("gallery")}}
     else:
         eval_loaders = {"test": {"loader": eval_loader("test")}}
-    if val_fraction:
+    if holds_out:
         eval_loaders["val"] = {"loader": eval_loader("val")}
     if mode != "train":
         return Data(batch_size=0, num_train_classes=dataset_cfg["num_classes"], eval_loaders=eval_loaders)
@@ -136,7 +139,8 @@ def build_evaluators(config, device, autocast_dtype=None, distributed=None):
                    nmi_seed=config["train_params"]["seed"],
                    gather=distributed.gather_embeddings if distributed else None,
                    share=distributed.share_from_main if distributed else None,
-                   output_option=config["eval_params"]["output_test_enc"])
+                   output_option=config["eval_params"]["output_test_enc"],
+                   extra_metrics=config["eval_params"]["metrics"])
     evaluators = {"test": Evaluator(config["dataset"]["dataset_short"], **options)}
     if config["dataset"]["val"] and config["mode"] != "test":
         evaluators["val"] = Evaluator(VALIDATION_METRIC_SET, **options)

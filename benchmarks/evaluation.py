@@ -1,4 +1,5 @@
-"""Blockwise exact Recall@K against the authors' full-matrix evaluation.
+"""Blockwise exact Recall@K against the authors' full-matrix evaluation, and
+blockwise exact MAP@R against pytorch-metric-learning's AccuracyCalculator.
 
 Run by hand from the repository root:
 ``python -m benchmarks.evaluation [--sizes cub cars sop] [--repeats 2] [--no-nmi] [--device cuda]``.
@@ -20,7 +21,11 @@ cannot hide another's, methods in alternation, the best of ``--repeats``:
 - the bare block products (every size): ``queries_block @ items.T`` for
   every block of queries, nothing else (ours scores each pair once, so it
   can beat this);
-- NMI at SOP size (k-means with the back end ``nmi_backend()`` names).
+- NMI at SOP size (k-means with the back end ``nmi_backend()`` names);
+- ours for MAP@R, R-precision and P@1 (``evaluation.retrieval_metrics``, every
+  size, on ``--device``) and, at CUB size, pytorch-metric-learning's
+  ``AccuracyCalculator(k="max_bin_count")`` on the CPU (its faiss k-NN given
+  ``--threads`` OpenMP threads), with both sets of values printed.
 ``--device cuda`` runs ours and the bare products on the GPU (the authors'
 method stays on the CPU, where their evaluator computed it); their memory is
 then the growth of allocated GPU memory. On the CPU, memory is the growth of
@@ -47,8 +52,10 @@ SIZES = {  # name: (num_images, num_classes, ks)
     "sop": (60_502, 11_316, (1, 10, 100, 1000)),
 }
 AUTHORS_METHOD_SIZES = ("cub", "cars")
-GPU_METHODS = ("ours", "floor")  # the others run on the CPU whatever --device says
+GPU_METHODS = ("ours", "floor", "map_at_r")  # the others run on the CPU whatever --device says
 NMI_SIZES = ("sop",)
+PML_SIZES = ("cub",)
+PML_NAMES = {"MAP@R": "mean_average_precision_at_r", "RP": "r_precision", "P@1": "precision_at_1"}
 
 
 def random_test_set(num_images, num_classes, seed=0):
@@ -93,6 +100,9 @@ def measure(task):
     (on a GPU: the growth of allocated GPU memory)."""
     method, size, block_size, threads, device = task
     torch.set_num_threads(threads)
+    if method == "pml":
+        import faiss
+        faiss.omp_set_num_threads(threads)
     num_images, num_classes, ks = SIZES[size]
     method_call(method, *random_test_set(*WARMUP_SIZE), ks, block_size, device)()
     call = method_call(method, *random_test_set(num_images, num_classes), ks, block_size, device)
@@ -127,6 +137,11 @@ def method_call(method, embeddings, labels, ks, block_size, device):
         return lambda: authors_recall_at_k(embeddings.numpy(), labels.numpy(), ks)
     if method == "floor":
         return lambda: bare_block_products(embeddings, block_size)
+    if method == "map_at_r":
+        from evaluation.precision_at_r import retrieval_metrics
+        return lambda: retrieval_metrics(embeddings, labels, block_size)
+    if method == "pml":
+        return pml_call(embeddings, labels)
     from evaluation.clustering import nmi
     return lambda: nmi(embeddings, labels)
 
@@ -139,6 +154,21 @@ def alternate(methods, size, args):
             runs[method].append(run_in_child((method, size, args.block_size, args.threads, args.device)))
     return {method: (min(run[0] for run in method_runs), max(run[1] for run in method_runs),
                      method_runs[0][2]) for method, method_runs in runs.items()}
+
+
+def pml_call(embeddings, labels):
+    """pytorch-metric-learning's three metrics, named as ours."""
+    import logging
+
+    from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
+    logging.getLogger("PML").setLevel(logging.WARNING)
+    calculator = AccuracyCalculator(include=tuple(PML_NAMES.values()), k="max_bin_count",
+                                    device=torch.device("cpu"))
+
+    def call():
+        values = calculator.get_accuracy(embeddings, labels)
+        return {ours: values[theirs] for ours, theirs in PML_NAMES.items()}
+    return call
 
 
 def run_in_child(task):
@@ -165,8 +195,9 @@ def main():
           f"ours and bare products on {args.device}, memory = {memory} during the call")
     print(f"{'size':<6}{'method':<22}{'seconds':>10}{'peak GiB':>10}  result")
     for size in args.sizes:
-        methods = ["ours", "floor"] + (["authors", "authors_numpy"]
-                                       if size in AUTHORS_METHOD_SIZES else [])
+        methods = (["ours", "floor", "map_at_r"]
+                   + (["authors", "authors_numpy"] if size in AUTHORS_METHOD_SIZES else [])
+                   + (["pml"] if size in PML_SIZES else []))
         results = alternate(methods, size, args)
         ours_seconds, ours_gib, ours_result = results["ours"]
         print(f"{size:<6}{'ours':<22}{ours_seconds:>10.3f}{ours_gib:>10.2f}  "
@@ -180,10 +211,22 @@ def main():
                 seconds, gib, result = results[method]
                 print(f"{size:<6}{name:<22}{seconds:>10.3f}{gib:>10.2f}  "
                       f"{format_recall(result)}  -> ours {seconds / ours_seconds:.1f}x faster")
+        map_seconds, gib, map_result = results["map_at_r"]
+        print(f"{size:<6}{'ours MAP@R, RP, P@1':<22}{map_seconds:>10.3f}{gib:>10.2f}  "
+              f"{format_retrieval(map_result)}  -> / ours Recall@K = {map_seconds / ours_seconds:.2f}")
+        if "pml" in results:
+            seconds, gib, result = results["pml"]
+            print(f"{size:<6}{'PML AccuracyCalculator':<22}{seconds:>10.3f}{gib:>10.2f}  "
+                  f"{format_retrieval(result)}  -> ours {seconds / map_seconds:.1f}x faster, largest "
+                  f"difference {max(abs(result[name] - map_result[name]) for name in result):.1e}")
         if size in NMI_SIZES and not args.no_nmi:
             seconds, gib, result = run_in_child(("nmi", size, args.block_size, args.threads, "cpu"))
             print(f"{size:<6}{'NMI (' + nmi_backend() + ')':<22}{seconds:>10.3f}{gib:>10.2f}  "
                   f"NMI {result:.4f}")
+
+
+def format_retrieval(metrics):
+    return " ".join(f"{name} {100 * value:.2f}" for name, value in metrics.items())
 
 
 def format_recall(recall):

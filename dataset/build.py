@@ -10,34 +10,66 @@ DATASET_NAMES = sorted([*FOLDER_DATASETS, "in_shop"])
 MIN_CLASSES_PER_SIDE = 2
 
 
+# The reality-check paper's folds: sklearn's KFold(4) without shuffling over the
+# sorted training classes (powerful-benchmarker's ClassDisjointSplitManager).
+MLRC_NUM_FOLDS = 4
+
+
 def validation_cut(num_classes, val_fraction):
     """How many training classes 'train' keeps when the rest become 'val'."""
-    if num_classes < 2 * MIN_CLASSES_PER_SIDE:
-        raise UserInputError(
-            f"A validation split needs at least {2 * MIN_CLASSES_PER_SIDE} training classes "
-            f"but the training split has {num_classes}; raise dataset.num_classes or set "
-            f"dataset.val to 0.")
+    _check_enough_classes(num_classes, 2 * MIN_CLASSES_PER_SIDE, "dataset.val to 0")
     kept = round(num_classes * (1.0 - val_fraction))
     return min(max(kept, MIN_CLASSES_PER_SIDE), num_classes - MIN_CLASSES_PER_SIDE)
 
 
-def hold_out_classes(paths, labels, val_fraction, split):
-    """'train': the first (1 - val_fraction) share of the classes; 'val': the rest.
+def mlrc_fold(num_classes, fold):
+    """``range`` of the training classes (sorted, as labelled) in MLRC fold ``fold``.
 
-    Both keep labels contiguous from 0.
+    Folds are contiguous: each has ``num_classes // 4`` classes and the first
+    ``num_classes % 4`` one more, as sklearn's ``KFold(4, shuffle=False)``.
+    They do not depend on any seed.
     """
-    cut = validation_cut(len(set(labels)), val_fraction)
+    _check_enough_classes(num_classes, MLRC_NUM_FOLDS * MIN_CLASSES_PER_SIDE,
+                          "dataset.val_protocol to fraction")
+    sizes = [num_classes // MLRC_NUM_FOLDS + (index < num_classes % MLRC_NUM_FOLDS)
+             for index in range(MLRC_NUM_FOLDS)]
+    start = sum(sizes[:fold])
+    return range(start, start + sizes[fold])
+
+
+def held_out_classes(num_classes, val_fraction, val_fold):
+    """The training classes 'val' holds: MLRC fold ``val_fold``, or the last ``val_fraction``."""
+    if val_fold is not None:
+        return mlrc_fold(num_classes, val_fold)
+    return range(validation_cut(num_classes, val_fraction), num_classes)
+
+
+def _check_enough_classes(num_classes, needed, alternative):
+    if num_classes < needed:
+        raise UserInputError(
+            f"This validation split needs at least {needed} training classes "
+            f"but the training split has {num_classes}; raise dataset.num_classes or set "
+            f"{alternative}.")
+
+
+def hold_out_classes(paths, labels, held_out, split):
+    """'val': the classes in the range ``held_out``; 'train': the others.
+
+    Both keep labels contiguous from 0, in the original order.
+    """
     if split == "train":
-        chosen = [(path, label) for path, label in zip(paths, labels) if label < cut]
+        chosen = [(path, label if label < held_out.start else label - len(held_out))
+                  for path, label in zip(paths, labels) if label not in held_out]
     else:
-        chosen = [(path, label - cut) for path, label in zip(paths, labels) if label >= cut]
+        chosen = [(path, label - held_out.start) for path, label in zip(paths, labels)
+                  if label in held_out]
     return [path for path, _ in chosen], [label for _, label in chosen]
 
 
-def check_split(dataset_short, split, val_fraction):
+def check_split(dataset_short, split, holds_out):
     """Splits are chosen by code, not by the user: a wrong one is a bug."""
     test_splits = ("query", "gallery") if dataset_short == "in_shop" else ("test",)
-    allowed = ("train", *test_splits) + (("val",) if val_fraction > 0 else ())
+    allowed = ("train", *test_splits) + (("val",) if holds_out else ())
     if split not in allowed:
         raise ValueError(f"split must be one of {allowed} for {dataset_short}, got {split!r}")
 
@@ -55,19 +87,22 @@ def read_split(dataset_short, root, split, num_classes):
 
 
 def build_dataset(dataset_short, root, split, num_classes, transform, val_fraction=0.0,
-                  skip_broken_images=False):
+                  skip_broken_images=False, val_fold=None):
     """A Dataset of ``(image, label, index, path)`` items for one split.
 
     ``split``: 'train' or 'test' ('query' / 'gallery' for In-Shop); with
-    ``val_fraction`` > 0 also 'val', the training classes 'train' leaves out.
+    ``val_fraction`` > 0 or an MLRC ``val_fold`` (0-3) also 'val', the
+    training classes 'train' leaves out.
     """
     if dataset_short not in DATASET_NAMES:
         raise UserInputError(
             f"Unknown dataset.dataset_short '{dataset_short}'; use one of "
             f"{', '.join(DATASET_NAMES)}.")
-    check_split(dataset_short, split, val_fraction)
+    holds_out = val_fraction > 0 or val_fold is not None
+    check_split(dataset_short, split, holds_out)
     source_split = "train" if split == "val" else split
     paths, labels = read_split(dataset_short, root, source_split, num_classes)
-    if val_fraction > 0 and source_split == "train":
-        paths, labels = hold_out_classes(paths, labels, val_fraction, split)
+    if holds_out and source_split == "train":
+        held_out = held_out_classes(len(set(labels)), val_fraction, val_fold)
+        paths, labels = hold_out_classes(paths, labels, held_out, split)
     return ImageListDataset(paths, labels, transform, skip_broken_images)

@@ -5,7 +5,8 @@ import torch
 
 from evaluation.clustering import nmi, nmi_backend
 from evaluation.embeddings import extract_embeddings
-from evaluation.metric_sets import metric_set
+from evaluation.metric_sets import EXTRA_METRICS, metric_set
+from evaluation.precision_at_r import inshop_retrieval_metrics, retrieval_metrics
 from evaluation.recall import DEFAULT_BLOCK_SIZE, inshop_recall_at_k, recall_at_k
 
 logger = logging.getLogger(__name__)
@@ -20,10 +21,12 @@ class Evaluator:
     concatenated over all processes (indices a DistributedSampler duplicated
     to pad its shards are dropped afterwards), and ``share(compute)`` runs
     ``compute()`` on one process and returns its result on all of them.
+    ``extra_metrics`` (names of ``EXTRA_METRICS``) are reported after the
+    dataset's own, in that order.
     """
 
     def __init__(self, dataset_short, device, autocast_dtype=None, block_size=DEFAULT_BLOCK_SIZE,
-                 nmi_seed=0, gather=None, share=None, output_option="plain"):
+                 nmi_seed=0, gather=None, share=None, output_option="plain", extra_metrics=()):
         self.metric_set = metric_set(dataset_short)
         self.device = torch.device(device)
         self.autocast_dtype = autocast_dtype
@@ -32,6 +35,7 @@ class Evaluator:
         self.gather = gather
         self.share = share
         self.output_option = output_option
+        self.extra_metrics = tuple(extra_metrics)
         self._backend_logged = False
 
     def evaluate(self, model, loader=None, query_loader=None, gallery_loader=None):
@@ -54,14 +58,23 @@ class Evaluator:
     def all_against_all_metrics(self, embeddings, labels):
         ks = self.metric_set.recall_ks
         recalls = recall_at_k(embeddings, labels, ks, self.block_size)
-        return {**{f"R@{k}": recalls[k] for k in ks}, **self._nmi(embeddings, labels)}
+        return {**{f"R@{k}": recalls[k] for k in ks}, **self._nmi(embeddings, labels),
+                **self._extra(retrieval_metrics, embeddings, labels)}
 
     def query_gallery_metrics(self, query, query_labels, gallery, gallery_labels):
         ks = self.metric_set.recall_ks
         recalls = inshop_recall_at_k(query, query_labels, gallery, gallery_labels, ks,
                                      self.block_size)
         test_set = torch.cat([query, gallery]), torch.cat([query_labels, gallery_labels])
-        return {**{f"R@{k}": recalls[k] for k in ks}, **self._nmi(*test_set)}
+        return {**{f"R@{k}": recalls[k] for k in ks}, **self._nmi(*test_set),
+                **self._extra(inshop_retrieval_metrics, query, query_labels, gallery, gallery_labels)}
+
+    def _extra(self, compute, *test_set):
+        """The requested ones of MAP@R, R-precision and P@1 (computed together), or {}."""
+        if not self.extra_metrics:
+            return {}
+        values = compute(*test_set, block_size=self.block_size)
+        return {EXTRA_METRICS[name]: values[EXTRA_METRICS[name]] for name in self.extra_metrics}
 
     def _nmi(self, embeddings, labels):
         """``{'NMI': value}`` with as many k-means clusters as test classes, or {} if not reported."""

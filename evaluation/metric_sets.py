@@ -25,6 +25,10 @@ METRIC_SETS = {
 }
 
 
+# eval_params.metrics name -> the column name its value is reported under.
+EXTRA_METRICS = {"map_at_r": "MAP@R", "r_precision": "RP", "precision_at_1": "P@1"}
+
+
 def metric_set(dataset_short):
     """The metrics of a dataset, by its ``dataset.dataset_short`` name."""
     if dataset_short not in METRIC_SETS:

@@ -102,3 +102,13 @@ def test_crop_scale_must_be_an_ordered_share(tmp_path):
     path = write_config(tmp_path, lambda raw: raw["dataset"].update(crop_scale=[0.9, 0.2]))
     with pytest.raises(UserInputError, match=r"dataset.crop_scale"):
         load_config(path)
+
+
+def test_extra_metrics_default_to_none_and_unknown_or_repeated_ones_are_refused(tmp_path):
+    assert load_config(write_config(tmp_path, lambda raw: None))["eval_params"]["metrics"] == []
+    path = write_config(tmp_path, lambda raw: raw["eval_params"].update(metrics=["map_at_r", "mAP"]))
+    with pytest.raises(UserInputError, match=r"eval_params.metrics.*'mAP'.*map_at_r, r_precision"):
+        load_config(path)
+    path = write_config(tmp_path, lambda raw: raw["eval_params"].update(metrics=["map_at_r", "map_at_r"]))
+    with pytest.raises(UserInputError, match=r"eval_params.metrics.*twice"):
+        load_config(path)

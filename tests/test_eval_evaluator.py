@@ -5,7 +5,8 @@ from threadpoolctl import threadpool_limits
 
 from evaluation.embeddings import extract_embeddings
 from evaluation.evaluator import Evaluator
-from evaluation.metric_sets import format_metrics, metric_set
+from evaluation.metric_sets import EXTRA_METRICS, format_metrics, metric_set
+from evaluation.precision_at_r import inshop_retrieval_metrics, retrieval_metrics
 from evaluation.clustering import nmi
 from evaluation.recall import inshop_recall_at_k, recall_at_k
 from utils.errors import UserInputError
@@ -156,3 +157,27 @@ def test_evaluator_share_computes_metrics_once_for_all_processes(model):
 def test_evaluator_in_shop_needs_query_and_gallery_loaders(model):
     with pytest.raises(ValueError, match="query_loader and gallery_loader"):
         Evaluator("in_shop", "cpu").evaluate(model, loader=tiny_loader(4, 4))
+
+
+def test_extra_metrics_follow_the_paper_set_in_the_order_asked(model):
+    loader = tiny_loader(30, 8)
+    evaluator = Evaluator("cub", "cpu", block_size=7, extra_metrics=("precision_at_1", "map_at_r"))
+    metrics = evaluator.evaluate(model, loader=loader)
+    assert list(metrics) == ["R@1", "R@2", "R@4", "R@8", "NMI", "P@1", "MAP@R"]
+    embeddings, labels, _ = extract_embeddings(model, loader, "cpu")
+    expected = retrieval_metrics(embeddings, labels)
+    assert (metrics["P@1"], metrics["MAP@R"]) == (expected["P@1"], expected["MAP@R"])
+
+
+def test_in_shop_extra_metrics_score_queries_against_gallery(model):
+    query_loader, gallery_loader = tiny_loader(12, 5, seed=1), tiny_loader(30, 8, seed=2)
+    metrics = Evaluator("in_shop", "cpu", extra_metrics=("r_precision",)).evaluate(
+        model, query_loader=query_loader, gallery_loader=gallery_loader)
+    query, query_labels, _ = extract_embeddings(model, query_loader, "cpu")
+    gallery, gallery_labels, _ = extract_embeddings(model, gallery_loader, "cpu")
+    assert metrics["RP"] == inshop_retrieval_metrics(query, query_labels, gallery, gallery_labels)["RP"]
+
+
+def test_extra_metric_names_are_those_the_config_accepts():
+    from utils.config import EXTRA_METRICS as CONFIG_NAMES
+    assert tuple(EXTRA_METRICS) == CONFIG_NAMES

@@ -23,6 +23,11 @@ BACKBONES = (
 DATASETS = ("cub", "cars", "sop", "in_shop", "demo")
 BACKBONE_LOSSES = ("lsce", "focalce", "ce")
 MPN_LOSSES = ("lsgnn", "focalgnn", "gnn")
+# eval_params.metrics: reported besides the paper's Recall@K and NMI (evaluation.metric_sets).
+EXTRA_METRICS = ("map_at_r", "r_precision", "precision_at_1")
+VAL_PROTOCOLS = ("fraction", "mlrc")
+# The reality-check paper splits the training classes into this many folds.
+MLRC_NUM_FOLDS = 4
 
 
 @dataclass(frozen=True)
@@ -123,6 +128,11 @@ SCHEMA = {
                      "to pick the best epoch; the test set is evaluated once at the end."),
         "val_fraction": Option(0.15, float, "Ours. Share of training classes held out with val: 1.",
                                minimum=0),
+        "val_protocol": Option("fraction", str, "Ours. Which classes val: 1 holds out: 'fraction' (the "
+                               "last val_fraction of them) or 'mlrc' (fold val_fold of 4 class-disjoint "
+                               "folds, as in A Metric Learning Reality Check).", choices=VAL_PROTOCOLS),
+        "val_fold": Option(0, int, "Ours. With val_protocol: mlrc, the held-out fold, 0 to 3.",
+                           minimum=0),
         "nb_workers": Option(4, int, "Data loader worker processes.", minimum=0),
         "crop_size": Option(227, int, "Ours. Crop size of the transforms.", minimum=8),
         "resize_size": Option(256, int, "Ours. Resize before the evaluation centre crop.", minimum=8),
@@ -179,6 +189,8 @@ SCHEMA = {
                                   choices=("plain", "norm", "neck")),
         "batch_size": Option(64, int, "Ours. Images per batch when extracting embeddings.", minimum=1),
         "block_size": Option(512, int, "Ours. Queries per block in Recall@K (bounds memory).", minimum=1),
+        "metrics": Option([], list, "Ours. Extra metrics besides the paper's: any of map_at_r, "
+                          "r_precision, precision_at_1 (pytorch-metric-learning's definitions)."),
     },
     "hyper_search": {
         "num_trials": Option(30, int, "Ours. Random-search trials (the authors ran 30).", minimum=1),
@@ -349,6 +361,29 @@ def check_consistency(config, source):
     if config["dataset"]["val"] and not 0 < fraction < 1:
         raise UserInputError(f"Key 'dataset.val_fraction' in {source} must lie between 0 and 1 when "
                              f"dataset.val is 1, got {fraction}.")
+    check_validation_protocol(config["dataset"], source)
+    check_extra_metrics(config["eval_params"]["metrics"], source)
+
+
+def check_validation_protocol(dataset, source):
+    """mlrc holds out one of 4 folds, so it needs val: 1 and a fold number below 4."""
+    if dataset["val_protocol"] != "mlrc":
+        return
+    if not dataset["val"]:
+        raise UserInputError(f"Key 'dataset.val_protocol' in {source} is 'mlrc' but dataset.val is 0; "
+                             "set dataset.val to 1 to hold out a fold.")
+    if dataset["val_fold"] >= MLRC_NUM_FOLDS:
+        raise UserInputError(f"Key 'dataset.val_fold' in {source} is {dataset['val_fold']} but must be "
+                             f"0 to {MLRC_NUM_FOLDS - 1}.")
+
+
+def check_extra_metrics(metrics, source):
+    unknown = [name for name in metrics if name not in EXTRA_METRICS]
+    if unknown:
+        raise UserInputError(f"Key 'eval_params.metrics' in {source} has the unknown metric {unknown[0]!r}; "
+                             f"allowed: {', '.join(EXTRA_METRICS)}.")
+    if len(set(metrics)) != len(metrics):
+        raise UserInputError(f"Key 'eval_params.metrics' in {source} names a metric twice; list each once.")
 
 
 def backbone_loss_term(fns):

@@ -5,9 +5,13 @@ import io
 from utils.io import atomic_write_text
 
 
+# Recall@K, NMI, and the extra metrics of eval_params.metrics (MAP@R, R-precision, P@1).
+METRIC_PREFIXES = ("R@", "NMI", "MAP@R", "RP", "P@1")
+
+
 def is_metric_column(column):
-    """``test_R@1``, ``val_NMI``, ...: evaluation results, as fractions."""
-    return column.split("_", 1)[-1].startswith(("R@", "NMI"))
+    """``test_R@1``, ``val_NMI``, ``val_MAP@R``, ...: evaluation results, as fractions."""
+    return column.split("_", 1)[-1].startswith(METRIC_PREFIXES)
 
 
 def column_group(column):
