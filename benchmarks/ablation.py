@@ -24,9 +24,7 @@ Run by hand from the repository root, e.g.
 import argparse
 import csv
 import io
-import json
 import logging
-import statistics
 import sys
 import time
 from dataclasses import dataclass
@@ -35,6 +33,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 import train
+from tools.results import grouped_table
+from tools.run_folders import read_run
 from utils.errors import UserInputError
 from utils.io import atomic_write_text
 from utils.plots import plot_bars
@@ -96,7 +96,11 @@ def output_folder(path):
 
 
 def train_one(config_path, arm, seed, settings, arm_folder):
-    """One run of ``train.py`` for ``arm`` and ``seed``; ``(run folder or None, wall seconds)``."""
+    """One run of ``train.py`` for ``arm`` and ``seed``; ``(its run folder or None, wall seconds)``.
+
+    A run that fails (exit code 1, a diverged loss) keeps its folder: the
+    results table lists it as broken and leaves it out of the means.
+    """
     argv = ["--config_path", str(config_path), "--seed", str(seed), "--output_dir", str(arm_folder)]
     for setting in [*settings, *ARMS[arm]]:
         argv += ["--set", setting]
@@ -106,59 +110,35 @@ def train_one(config_path, arm, seed, settings, arm_folder):
     if code == UserInputError.exit_code:
         raise UserInputError(f"Arm {arm}, seed {seed}: train.py refused the run (the reason is logged above); "
                              "fix --config_path or --set and start again.")
-    run_folders = sorted(child for child in Path(arm_folder).iterdir() if child.is_dir())
-    if code != 0 or not run_folders:
+    if code != 0:
         logger.warning("Arm %s, seed %d ended with exit code %d; it is left out of the means.", arm, seed, code)
-        return None, seconds
-    return run_folders[-1], seconds
-
-
-def read_result(run_folder):
-    """Test metrics (percent, bare names) of the best and of the last epoch of one finished run.
-
-    With held-out classes (``dataset.val: 1``) the best epoch's test metrics
-    are those of its final test; otherwise the best epoch was chosen on the
-    test set itself, as in the paper.
-    """
-    summary = json.loads((Path(run_folder) / "summary.json").read_text())
-    best = summary.get("test_metrics_of_best_epoch") or _test_metrics(summary["best_metrics"])
-    return {"best": {key: 100.0 * value for key, value in best.items()},
-            "last": {key: 100.0 * value for key, value in _test_metrics(summary["last_metrics"]).items()},
-            "best_epoch": summary["best_epoch"], "last_epoch": summary["last_epoch"]}
-
-
-def _test_metrics(metrics):
-    return {key[len("test_"):]: value for key, value in metrics.items() if key.startswith("test_")}
+    run_folders = sorted(child for child in Path(arm_folder).iterdir() if child.is_dir())
+    return (run_folders[-1] if run_folders else None), seconds
 
 
 def summarise_arm(arm, run_folders, wall_s, attempted):
-    """Mean and std over the arm's finished runs of the test metrics of the best and last epoch."""
-    results = [read_result(folder) for folder in run_folders]
+    """The arm's row of ``tools.results --group`` (its runs differ only in the seed) as an ``ArmResult``.
+
+    R@1 and NMI are the test metrics of the best epoch: its final test when
+    the best epoch was chosen on held-out classes, else the best epoch's own.
+    """
+    _, groups, _ = grouped_table([read_run(folder) for folder in run_folders])
+    (group,) = groups or [{}]
+    best = "test of best " if "test of best R@1 mean" in group else "best test_"
     return ArmResult(
-        arm=arm, runs=len(results), failed=attempted - len(results),
-        r1=_mean_std([result["best"].get("R@1") for result in results]),
-        nmi=_mean_std([result["best"].get("NMI") for result in results]),
-        last_r1=_mean_std([result["last"].get("R@1") for result in results]),
-        best_epoch=_mean([result["best_epoch"] for result in results]),
-        last_epoch=_mean([result["last_epoch"] for result in results]),
-        wall_s=wall_s)
+        arm=arm, runs=group.get("runs", 0), failed=attempted - group.get("runs", 0),
+        r1=_mean_std(group, f"{best}R@1"), nmi=_mean_std(group, f"{best}NMI"),
+        last_r1=_mean_std(group, "last test_R@1"), best_epoch=group.get("best epoch mean"),
+        last_epoch=group.get("last epoch mean"), wall_s=wall_s)
 
 
-def _mean_std(values):
-    values = [value for value in values if value is not None]
-    if not values:
-        return (None, None)
-    return (statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None)
-
-
-def _mean(values):
-    values = [value for value in values if value is not None]
-    return statistics.fmean(values) if values else None
+def _mean_std(group, column):
+    return group.get(f"{column} mean"), group.get(f"{column} std")
 
 
 def run_ablation(config_path, arms, seeds, settings, folder):
     """Every arm over ``seeds`` seeds, one progress bar over arms x seeds; the ``ArmResult`` list."""
-    finished = {arm: [] for arm in arms}
+    run_folders = {arm: [] for arm in arms}
     wall = dict.fromkeys(arms, 0.0)
     jobs = [(arm, seed) for arm in arms for seed in range(seeds)]
     with tqdm(jobs, unit="run", desc="ablation", position=0) as bar:
@@ -167,8 +147,8 @@ def run_ablation(config_path, arms, seeds, settings, folder):
             run_folder, seconds = train_one(config_path, arm, seed, settings, folder / arm / f"seed{seed}")
             wall[arm] += seconds
             if run_folder is not None:
-                finished[arm].append(run_folder)
-    return [summarise_arm(arm, finished[arm], wall[arm], seeds) for arm in arms]
+                run_folders[arm].append(run_folder)
+    return [summarise_arm(arm, run_folders[arm], wall[arm], seeds) for arm in arms]
 
 
 def markdown_table(results):
