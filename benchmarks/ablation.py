@@ -3,7 +3,9 @@
 Trains each arm over N seeds with ``train.main`` (the real training code,
 one run folder per arm and seed) and prints one table: per arm the R@1 and
 NMI of the best epoch (mean ± sample std over the seeds), the R@1 of the
-last epoch, the best and last epoch and the wall time. The table is also
+last epoch, the best and last epoch (means) and the wall time (the sum of
+its runs'). The numbers are those of ``python -m tools.results --group``
+over the arm's run folders. The table is also
 written as ``ablation.csv`` and ``ablation.png`` (bars with std error bars)
 in the output folder. Every arm runs the same config, so the same epochs and
 iterations; an arm only sets the keys it names, after the user's ``--set``.
@@ -18,15 +20,18 @@ Arms (those the config switches allow):
 
 Run by hand from the repository root, e.g.
 ``python -m benchmarks.ablation --seeds 3 --set train_params.threads=1``
-(the demo, about 3 minutes per run on 2 idle cores) or with
+(the demo, about 3 minutes per run on 2 idle cores; ``--jobs 2
+--set train_params.threads=1`` runs two at a time) or with
 ``--config_path config/config_cub_train.yaml`` on a GPU machine.
 """
 import argparse
 import csv
 import io
 import logging
+import multiprocessing
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,6 +70,9 @@ def parse_args(argv=None):
                         help=f"Arms to run (default all: {', '.join(ARMS)}).")
     parser.add_argument("--output", help="New folder for the run folders and the table "
                                          "(default runs/ablation_<time>).")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="Runs at the same time, each in its own process (default 1; give each run "
+                             "its threads with --set train_params.threads=N).")
     parser.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY.PATH=VALUE",
                         help="Config override for every run (repeatable), as in train.py.")
     return parser.parse_args(argv)
@@ -136,19 +144,40 @@ def _mean_std(group, column):
     return group.get(f"{column} mean"), group.get(f"{column} std")
 
 
-def run_ablation(config_path, arms, seeds, settings, folder):
+def run_ablation(config_path, arms, seeds, settings, folder, jobs=1):
     """Every arm over ``seeds`` seeds, one progress bar over arms x seeds; the ``ArmResult`` list."""
+    runs = [(arm, seed) for arm in arms for seed in range(seeds)]
     run_folders = {arm: [] for arm in arms}
     wall = dict.fromkeys(arms, 0.0)
-    jobs = [(arm, seed) for arm in arms for seed in range(seeds)]
-    with tqdm(jobs, unit="run", desc="ablation", position=0) as bar:
-        for arm, seed in bar:
-            bar.set_postfix(arm=arm, seed=seed, refresh=True)
-            run_folder, seconds = train_one(config_path, arm, seed, settings, folder / arm / f"seed{seed}")
+    with tqdm(total=len(runs), unit="run", desc="ablation", position=0) as bar:
+        for (arm, seed), (run_folder, seconds) in train_all(config_path, runs, settings, folder, jobs):
             wall[arm] += seconds
             if run_folder is not None:
                 run_folders[arm].append(run_folder)
-    return [summarise_arm(arm, run_folders[arm], wall[arm], seeds) for arm in arms]
+            bar.set_postfix(done=f"{arm} seed {seed}", refresh=False)
+            bar.update(1)
+    return [summarise_arm(arm, sorted(run_folders[arm]), wall[arm], seeds) for arm in arms]
+
+
+def train_all(config_path, runs, settings, folder, jobs):
+    """Yield ``((arm, seed), train_one(...))`` as the runs finish: in this process, or in ``jobs`` processes.
+
+    Separate processes (spawned, so each builds its own torch state) let a
+    machine with many cores run several arms at once; each run is still
+    ``train.main`` with its own seed, so the numbers do not depend on ``jobs``.
+    """
+    arguments = {run: (config_path, *run, settings, folder / run[0] / f"seed{run[1]}") for run in runs}
+    if jobs == 1:
+        for run, args in arguments.items():
+            yield run, train_one(*args)
+        return
+    executor = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"))
+    try:
+        futures = {executor.submit(train_one, *args): run for run, args in arguments.items()}
+        for future in as_completed(futures):
+            yield futures[future], future.result()
+    finally:
+        executor.shutdown(wait=True, cancel_futures=True)
 
 
 def markdown_table(results):
@@ -200,14 +229,14 @@ def main(argv=None):
     setup_console_logging()
     args = parse_args(argv)
     try:
-        if args.seeds < 1:
-            raise UserInputError(f"--seeds {args.seeds}: give at least 1 seed per arm.")
+        if args.seeds < 1 or args.jobs < 1:
+            raise UserInputError(f"--seeds {args.seeds} --jobs {args.jobs}: both must be at least 1.")
         if not Path(args.config_path).is_file():
             raise UserInputError(f"--config_path {args.config_path} does not exist; pass a train config "
                                  "(config/config_<dataset>_train.yaml).")
         folder = output_folder(args.output)
         started = time.perf_counter()
-        results = run_ablation(args.config_path, args.arms, args.seeds, args.settings, folder)
+        results = run_ablation(args.config_path, args.arms, args.seeds, args.settings, folder, args.jobs)
         total_s = time.perf_counter() - started
         table = markdown_table(results)
         atomic_write_text(folder / "ablation.csv", csv_text(results))

@@ -61,3 +61,17 @@ def test_a_config_train_py_refuses_stops_the_ablation_with_exit_code_2(tmp_path,
     assert ablation.main(["--config_path", str(write_tiny_config()), "--seeds", "1", "--arms", "lsce",
                           "--output", str(output), "--set", "train_params.lrr=0.1"]) == 2
     assert not (output / "ablation.csv").exists()
+
+
+@pytest.mark.slow
+def test_runs_in_separate_processes_give_the_numbers_of_one_process(tmp_path, write_tiny_config):
+    config = write_tiny_config(num_epochs=1, max_iters_per_epoch=1, eval_before_training=0)
+    tables = []
+    for jobs in (1, 2):
+        output = tmp_path / f"jobs{jobs}"
+        assert ablation.main(["--config_path", str(config), "--seeds", "2", "--arms", "lsce", "--jobs", str(jobs),
+                              "--output", str(output), "--set", "train_params.threads=1"]) == 0
+        with open(output / "ablation.csv") as handle:
+            tables.append([{key: value for key, value in row.items() if key != "wall_s"}
+                           for row in csv.DictReader(handle)])
+    assert tables[0] == tables[1]
