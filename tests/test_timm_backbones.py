@@ -12,7 +12,7 @@ from dataset.transforms import AUTHORS_STD, IMAGENET_MEAN, build_transform
 from net import backbone_input_config, build_backbone, build_mpn
 from tests.conftest import tiny_train_config
 from trainer import BestWeights, Trainer
-from utils.config import validate, SCHEMA, load_config
+from utils.config import SCHEMA, load_config, validate
 from utils.errors import UserInputError
 from utils.losses import IntraBatchLoss
 from utils.precision import Precision
@@ -26,9 +26,8 @@ VIT_DEPTH = 12
 
 def encoder_params(net_type="timm:vit_tiny_patch16_224", **overrides):
     """A validated ``models.encoder_params`` section of a randomly initialised timm model."""
-    params = validate({"net_type": net_type, "imagenet_pretrained": 0, **overrides},
-                      SCHEMA["models"]["encoder_params"], "models.encoder_params.", "test")
-    return params
+    return validate({"net_type": net_type, "imagenet_pretrained": 0, **overrides},
+                    SCHEMA["models"]["encoder_params"], "models.encoder_params.", "test")
 
 
 def build(net_type="timm:vit_tiny_patch16_224", seed=0, **overrides):
@@ -372,3 +371,12 @@ def test_two_epochs_with_the_mpn_and_the_best_weights_give_the_same_recall_in_te
     assert summary["last_epoch"] == 2 and "loss_MPN0" in (run / "metrics.csv").read_text()
     metrics = evaluate_best_weights_in_test_mode(run, tmp_path / "test")
     assert metrics["R@1"] == summary["best_metrics"]["test_R@1"]
+
+
+def test_worked_example_config_is_valid_and_names_a_timm_model_with_pretrained_weights():
+    from pathlib import Path
+    config = load_config(Path(__file__).resolve().parents[1] / "config" / "config_cub_train_vits16_dino.yaml")
+    net_type = config["models"]["encoder_params"]["net_type"]
+    assert net_type == "timm:vit_small_patch16_224.dino"
+    assert timm.get_pretrained_cfg(net_type[len("timm:"):]).hf_hub_id == "timm/vit_small_patch16_224.dino"
+    assert config["dataset"]["crop_size"] == 224 and config["train_params"]["grad_clip"] == 3.0
