@@ -15,11 +15,13 @@ each variant's speed relative to float32.
 
 ``--mpn_share`` instead times, in float32, the config's backbone and a ViT-S/16
 (``timm:vit_small_patch16_224`` at 224 px) alone (loss ``lsce``, no MPN)
-against backbone + MPN (the config's loss), at the config's P x K, and
-prints the MPN's share of a training step.
+against backbone + MPN (the config's loss), at the config's P x K (or
+``--batch``), alternating the two step by step, and prints the median
+images/s and the MPN's share of a training step.
 """
 import argparse
 import copy
+import statistics
 import tempfile
 import time
 
@@ -84,22 +86,35 @@ def synchronize(device):
 
 
 def mpn_share(config, device, batch_shape, steps, warmup, run_dir):
-    """Rows ``(net_type, crop, images/s alone, images/s with the MPN)`` for the config's backbone and ViT-S/16."""
+    """Rows ``(net_type, crop, images/s alone, images/s with the MPN)`` for the config's backbone and ViT-S/16.
+
+    The two variants of a backbone alternate step by step and each reports
+    its median step, so load from other processes hits both alike.
+    """
     rows = []
     for net_type, crop in ((config["models"]["encoder_params"]["net_type"], config["dataset"]["crop_size"]),
                            (VIT_S16, VIT_CROP)):
-        speeds = []
+        trainers = []
         for fns in (BACKBONE_ALONE_LOSS, config["train_params"]["loss_fn"]["fns"]):
             variant = copy.deepcopy(config)
             variant["models"]["encoder_params"]["net_type"] = net_type
             variant["dataset"]["crop_size"] = crop
             variant["train_params"]["loss_fn"]["fns"] = fns
             torch.manual_seed(0)
-            trainer, _ = build_trainer(variant, device, 0, 0, run_dir)
-            batch = random_batch(variant, *batch_shape, torch.Generator().manual_seed(0))
-            speeds.append(images_per_second(trainer, batch, steps, warmup, device))
-            del trainer
-        rows.append((net_type, crop, *speeds))
+            trainers.append(build_trainer(variant, device, 0, 0, run_dir)[0])
+        images, labels = random_batch(variant, *batch_shape, torch.Generator().manual_seed(0))
+        for trainer in trainers:
+            for step in range(warmup):
+                trainer.training_step(images, labels, 1, step)
+        step_times = [[], []]
+        for step in range(steps):
+            for times, trainer in zip(step_times, trainers):
+                start = time.perf_counter()
+                trainer.training_step(images, labels, 1, step)
+                synchronize(device)
+                times.append(time.perf_counter() - start)
+        rows.append((net_type, crop, *(len(labels) / statistics.median(times) for times in step_times)))
+        del trainers
     return rows
 
 

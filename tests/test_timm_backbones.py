@@ -71,6 +71,12 @@ def test_timm_models_build_at_the_crop_size_and_give_logits_and_embedding(net_ty
         assert torch.allclose(after_neck, module.bottleneck(raw) if neck else raw)
 
 
+def test_width_is_that_of_the_models_own_pooled_output():
+    # MobileNetV3's head ends with a 1x1 conv from 288 features to a 1024-d pre-logits layer.
+    module = build("timm:mobilenetv3_small_050")
+    assert module.embed_dim == 1024 and module(images())[1].shape == (4, 1024)
+
+
 def test_vit_takes_the_crop_size_as_img_size():
     module = build()
     assert module.trunk.patch_embed.img_size == (CROP, CROP)

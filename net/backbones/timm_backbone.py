@@ -74,7 +74,8 @@ class TimmBackbone(nn.Module):
         super().__init__()
         self.trunk = trunk
         self.pool = pool
-        width = trunk.num_features
+        # The model's own head may end with a pre-logits layer wider than the features (MobileNetV3).
+        width = trunk.num_features if pool else getattr(trunk, "head_hidden_size", trunk.num_features)
         self.embed_dim = sz_embedding or width
         self.embed = nn.Linear(width, sz_embedding) if sz_embedding else None
         self.bottleneck = make_neck(self.embed_dim) if neck else None
