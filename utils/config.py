@@ -354,7 +354,7 @@ def check_consistency(config, source):
 
 
 def check_timm_and_schedule_options(config, source):
-    """Options of issue 17 that only make sense for timm backbones or with the lr schedule."""
+    """Keys that only work with a timm backbone, or only together with the lr schedule."""
     encoder, train_params = config["models"]["encoder_params"], config["train_params"]
     is_timm = encoder["net_type"].startswith(TIMM_PREFIX)
     defaults = SCHEMA["models"]["encoder_params"]
