@@ -73,8 +73,9 @@ SCHEMA = {
             "imagenet_pretrained": _flag(1, "Ours. 1 starts the trunk from ImageNet weights, 0 from random "
                                          "initialisation (ignored when pretrained_path is set)."),
             "imagenet_weights": Option(None, str, "Ours. Local ImageNet weights file (or URL for "
-                                       "bn_inception); null uses torchvision's weights API and cache.",
-                                       nullable=True),
+                                       "bn_inception; a timm state dict for timm:<name>); null uses "
+                                       "torchvision's weights API and cache (timm models: timm's pretrained "
+                                       "weights from the hub cache or a download).", nullable=True),
             "checkpointing": _flag(0, "Ours. 1 uses gradient checkpointing of the ResNet stages "
                                    "(less memory, same numbers)."),
             "channels_last": _flag(0, "Ours. 1 uses the channels_last memory format (faster on GPU; 1.25x "
