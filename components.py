@@ -13,7 +13,7 @@ import torch
 from dataset import (ClassBalancedSampler, build_dataset, build_eval_loader, build_train_loader,
                      build_transform, ensure_demo_dataset)
 from evaluation import Evaluator
-from net import build_backbone, build_mpn, load_weights
+from net import backbone_input_config, build_backbone, build_mpn, load_weights
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +59,9 @@ def build_data(config, mode, rank=0, world_size=1, pin_memory=False):
     dataset_cfg, train_params = config["dataset"], config["train_params"]
     net_type = config["models"]["encoder_params"]["net_type"]
     name, root = dataset_cfg["dataset_short"], dataset_cfg["dataset_path"]
-    sizes = dict(crop_size=dataset_cfg["crop_size"], resize_size=dataset_cfg["resize_size"])
+    # timm models: mean, std and interpolation of their pretrained config; ours: the authors'.
+    sizes = dict(crop_size=dataset_cfg["crop_size"], resize_size=dataset_cfg["resize_size"],
+                 **backbone_input_config(net_type))
     eval_transform = build_transform(dataset_cfg["trans"], False, net_type, **sizes)
     holds_out = bool(dataset_cfg["val"]) and mode == "train"
     mlrc = dataset_cfg["val_protocol"] == "mlrc"
@@ -102,7 +104,8 @@ def build_data(config, mode, rank=0, world_size=1, pin_memory=False):
 
 def build_models(config, num_classes, device):
     """Backbone and MPN with ``num_classes`` outputs, weights loaded as the config says."""
-    backbone, embed_dim = build_backbone(config["models"]["encoder_params"], num_classes)
+    backbone, embed_dim = build_backbone(config["models"]["encoder_params"], num_classes,
+                                         crop_size=config["dataset"]["crop_size"])
     gnn_params = copy.deepcopy(config["models"]["gnn_params"])
     gnn_params["classifier"]["num_classes"] = num_classes
     mpn = build_mpn(gnn_params, embed_dim)

@@ -4,6 +4,7 @@ import math
 import torch
 import torchvision.transforms.functional as TF
 from torchvision import transforms
+from torchvision.transforms import InterpolationMode
 
 from utils.errors import UserInputError
 
@@ -94,27 +95,32 @@ class ToCaffeTensor:
 DEFAULT_CROP_SCALE = (0.08, 1.0)
 
 
-def build_transform(trans, train, net_type, crop_size=227, resize_size=256, crop_scale=DEFAULT_CROP_SCALE):
+def build_transform(trans, train, net_type, crop_size=227, resize_size=256, crop_scale=DEFAULT_CROP_SCALE,
+                    mean=None, std=None, interpolation=None):
     """The authors' transform ``trans`` for training or evaluation.
 
     Training: RandomResizedCrop(crop) with torchvision defaults (the area
     share ``crop_scale`` is (0.08, 1) unless the config changes it),
     horizontal flip, tensor, normalisation (+ random erasing for 'GL_orig_RE').
     Evaluation: Resize(resize), CenterCrop(crop), tensor, normalisation.
+    ``mean``, ``std`` and ``interpolation`` (e.g. 'bicubic') replace the
+    authors' normalisation and bilinear resizing: timm models pass those of
+    their pretrained config.
     """
     if trans not in TRANSFORM_NAMES:
         raise UserInputError(
             f"Unknown dataset.trans '{trans}'; use one of {', '.join(TRANSFORM_NAMES)}.")
     caffe_input = net_type == "bn_inception"
+    resampling = InterpolationMode(interpolation or InterpolationMode.BILINEAR.value)
     if train:
-        geometry = [transforms.RandomResizedCrop(crop_size, scale=tuple(crop_scale)),
+        geometry = [transforms.RandomResizedCrop(crop_size, scale=tuple(crop_scale), interpolation=resampling),
                     transforms.RandomHorizontalFlip()]
     else:
-        geometry = [transforms.Resize(resize_size), transforms.CenterCrop(crop_size)]
+        geometry = [transforms.Resize(resize_size, interpolation=resampling), transforms.CenterCrop(crop_size)]
     if caffe_input:
         to_input = [ToCaffeTensor(), transforms.Normalize(CAFFE_MEAN_BGR, CAFFE_STD)]
     else:
-        to_input = [transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, AUTHORS_STD)]
+        to_input = [transforms.ToTensor(), transforms.Normalize(mean or IMAGENET_MEAN, std or AUTHORS_STD)]
     erasing = []
     if train and TRANSFORM_NAMES[trans]:
         erasing = [RandomErasing(caffe_erasing_fill() if caffe_input else ERASING_FILL)]
