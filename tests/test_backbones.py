@@ -215,6 +215,24 @@ def test_last_stride_one_keeps_the_layer4_resolution():
     assert sizes == {0: 2, 1: 4}
 
 
+def test_resnet34_ignores_neck_and_last_stride_as_the_authors_factory(caplog):
+    """Their resnet34() drops neck/last_stride; load_net still adds the bottleneck and a bias-free fc."""
+    x = torch.randn(SMALL_BATCH)
+    with caplog.at_level("INFO"):
+        module, _ = build_backbone(encoder_params(net_type="resnet34", neck=1, last_stride=1), NUM_CLASSES)
+    assert "resnet34: as in the authors' factory" in caplog.text
+    assert {"bottleneck.weight", "bottleneck.running_mean"} <= set(module.state_dict())
+    assert module.fc.bias is None
+    module.eval()
+    with torch.no_grad():
+        module.bottleneck.running_mean.fill_(3.0)
+        assert module.layer4_features(x).shape[-1] == 2
+        logits, after_neck = module(x, output_option="neck")
+        _, raw = module(x, output_option="norm")
+    torch.testing.assert_close(after_neck, raw)
+    torch.testing.assert_close(logits, module.fc(raw))
+
+
 def test_densenet_red_adds_a_linear_to_512_read_by_the_classifier():
     module, embed_dim = build_backbone(encoder_params(net_type="densenet121", red=4), NUM_CLASSES)
     assert embed_dim == 512

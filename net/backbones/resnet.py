@@ -1,4 +1,5 @@
 """ResNet backbones: torchvision's trunk, global max pooling, optional ``red`` Linear and neck."""
+import logging
 from contextlib import contextmanager, nullcontext
 from functools import partial
 
@@ -20,6 +21,13 @@ RESNETS = {
 }
 # Quirk (load_net_misc): the authors' load_net forces red = 1 for these.
 _NO_REDUCTION = ("resnet18", "resnet34")
+# Quirk: the authors' resnet34() factory drops its neck and last_stride
+# arguments, so their ResNet-34 keeps stride 2 in layer4 and never applies a
+# neck in forward; load_net still adds the `bottleneck` module (its keys are
+# in their checkpoints) and the bias-free classifier when neck is 1.
+_IGNORES_NECK_AND_LAST_STRIDE = ("resnet34",)
+
+logger = logging.getLogger(__name__)
 
 
 class ResNetBackbone(nn.Module):
@@ -32,7 +40,7 @@ class ResNetBackbone(nn.Module):
     trunk_prefix = ""
     head_prefixes = ("red.", "bottleneck.", "fc.")
 
-    def __init__(self, trunk, num_classes, red, neck, checkpointing):
+    def __init__(self, trunk, num_classes, red, neck, checkpointing, neck_in_forward=True):
         super().__init__()
         self.conv1 = trunk.conv1
         self.bn1 = trunk.bn1
@@ -50,6 +58,7 @@ class ResNetBackbone(nn.Module):
         self.red = nn.Linear(width, self.embed_dim) if red > 1 else None
         self.bottleneck = make_neck(self.embed_dim) if neck else None
         self.fc = make_classifier(self.embed_dim, num_classes, neck)
+        self.neck_in_forward = neck_in_forward
         self.checkpointing = checkpointing
 
     def forward(self, x, output_option="plain"):
@@ -70,7 +79,8 @@ class ResNetBackbone(nn.Module):
         embedding = torch.flatten(self.avgpool(layer4_out), 1)
         if self.red is not None:
             embedding = self.red(embedding)
-        return classify(embedding, self.bottleneck, self.fc, output_option)
+        bottleneck = self.bottleneck if self.neck_in_forward else None
+        return classify(embedding, bottleneck, self.fc, output_option)
 
     def _run_stage(self, stage, x):
         """Run one stage, recomputed in backward when checkpointing a training step.
@@ -117,11 +127,16 @@ def build_resnet(net_type, encoder_params, num_classes):
     """The ResNet ``net_type`` with randomly initialised trunk and head."""
     constructor, _ = RESNETS[net_type]
     trunk = constructor(weights=None)
-    if encoder_params["last_stride"]:
+    ignores_options = net_type in _IGNORES_NECK_AND_LAST_STRIDE
+    if ignores_options and (encoder_params["neck"] or encoder_params["last_stride"]):
+        logger.info("%s: as in the authors' factory, neck and last_stride do not change the network "
+                    "(layer4 keeps stride 2, the neck is built but not applied; a neck only makes the "
+                    "classifier bias-free)", net_type)
+    if encoder_params["last_stride"] and not ignores_options:
         _set_last_stride_one(trunk.layer4)
     red = 1 if net_type in _NO_REDUCTION else encoder_params["red"]
     return ResNetBackbone(trunk, num_classes, red=red, neck=encoder_params["neck"],
-                          checkpointing=encoder_params["checkpointing"])
+                          checkpointing=encoder_params["checkpointing"], neck_in_forward=not ignores_options)
 
 
 def imagenet_url(net_type):
