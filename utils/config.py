@@ -73,6 +73,9 @@ SCHEMA = {
                                    "(less memory, same numbers)."),
             "channels_last": _flag(0, "Ours. 1 uses the channels_last memory format (faster on GPU; 1.25x "
                                       "for ResNet-50 training on a 2-core AVX-512 CPU)."),
+            "single_bn_update": _flag(0, "Ours. 1 updates the BatchNorm running statistics of ResNet layer1-4 "
+                                      "once per training step; 0 twice with the same batch, as the authors' "
+                                      "checkpointed ResNet did (DenseNet and BN-Inception: once either way)."),
         },
         "gnn_params": {
             "pretrained_path": Option("no", str, "Trained MPN weights to load (--gnn_path); 'no' for none."),

@@ -40,7 +40,8 @@ class ResNetBackbone(nn.Module):
     trunk_prefix = ""
     head_prefixes = ("red.", "bottleneck.", "fc.")
 
-    def __init__(self, trunk, num_classes, red, neck, checkpointing, neck_in_forward=True):
+    def __init__(self, trunk, num_classes, red, neck, checkpointing, neck_in_forward=True,
+                 single_bn_update=False):
         super().__init__()
         self.conv1 = trunk.conv1
         self.bn1 = trunk.bn1
@@ -60,6 +61,7 @@ class ResNetBackbone(nn.Module):
         self.fc = make_classifier(self.embed_dim, num_classes, neck)
         self.neck_in_forward = neck_in_forward
         self.checkpointing = checkpointing
+        self.single_bn_update = single_bn_update
 
     def forward(self, x, output_option="plain"):
         """``(logits, embedding)`` of images ``x`` (RGB, ImageNet-normalised)."""
@@ -67,9 +69,41 @@ class ResNetBackbone(nn.Module):
 
     def layer4_features(self, x):
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        for stage in (self.layer1, self.layer2, self.layer3, self.layer4):
-            x = self._run_stage(stage, x)
+        stages = (self.layer1, self.layer2, self.layer3, self.layer4)
+        with self._stage_statistics_as_the_authors(stages):
+            for stage in stages:
+                x = self._run_stage(stage, x)
         return x
+
+    @contextmanager
+    def _stage_statistics_as_the_authors(self, stages):
+        """BatchNorm statistics of layer1-4 updated as twice with the same batch, by default.
+
+        Quirk (bn_double_update): the authors run layer1-4 through reentrant
+        ``torch.utils.checkpoint`` in every forward, and the recomputation in
+        backward updates each of their BatchNorms a second time with the same
+        batch (same input, weights not yet stepped). Two updates with momentum
+        m equal one with 1 - (1 - m)^2 (0.19 for 0.1), for the mean and for
+        the unbiased variance alike, plus one more count in
+        ``num_batches_tracked``; that is done here without a second forward.
+        The stem ``bn1`` and the neck run once in their code too. Only a
+        training forward that builds a graph is doubled (theirs recomputes in
+        backward only). ``single_bn_update`` switches this off.
+        """
+        norms = [] if self.single_bn_update or not (self.training and torch.is_grad_enabled()) else [
+            norm for stage in stages for norm in stage.modules()
+            if isinstance(norm, _BatchNorm) and norm.track_running_stats and norm.momentum is not None]
+        momenta = [norm.momentum for norm in norms]
+        for norm, momentum in zip(norms, momenta):
+            norm.momentum = 1.0 - (1.0 - momentum) ** 2
+        try:
+            yield
+        finally:
+            for norm, momentum in zip(norms, momenta):
+                norm.momentum = momentum
+        with torch.no_grad():
+            for norm in norms:
+                norm.num_batches_tracked.add_(1)
 
     def head(self, layer4_out, output_option="plain"):
         """Global max pool -> ``red`` -> neck -> ``fc`` -> output option.
@@ -136,7 +170,8 @@ def build_resnet(net_type, encoder_params, num_classes):
         _set_last_stride_one(trunk.layer4)
     red = 1 if net_type in _NO_REDUCTION else encoder_params["red"]
     return ResNetBackbone(trunk, num_classes, red=red, neck=encoder_params["neck"],
-                          checkpointing=encoder_params["checkpointing"], neck_in_forward=not ignores_options)
+                          checkpointing=encoder_params["checkpointing"], neck_in_forward=not ignores_options,
+                          single_bn_update=bool(encoder_params["single_bn_update"]))
 
 
 def imagenet_url(net_type):
