@@ -190,3 +190,15 @@ def test_is_apex_on_an_explicit_cpu_trains_with_bfloat16_autocast(write_tiny_con
     assert "Precision: autocast-bfloat16" in caplog.text
     rows = read_metrics(run_folder(tmp_path))
     assert float(rows[0]["loss_Total"]) > 0
+
+
+def test_is_apex_authors_on_the_cpu_trains_float32_and_records_it(write_tiny_config, tmp_path, caplog):
+    import logging
+    config = write_tiny_config(num_epochs=1, max_iters_per_epoch=1, is_apex="authors")
+    with caplog.at_level(logging.INFO):
+        assert train.main(["--config_path", str(config), "--output_dir", str(tmp_path)]) == 0
+    assert "is_apex: authors -> 0: float32 on cpu" in caplog.text
+    assert "Precision: float32" in caplog.text
+    folder = run_folder(tmp_path)
+    assert "is_apex: authors -> 0" in (folder / "train.log").read_text()
+    assert yaml.safe_load((folder / "config.yaml").read_text())["train_params"]["is_apex"] == 0

@@ -140,7 +140,11 @@ SCHEMA = {
         "lr": Option(REQUIRED, float, "RAdam learning rate.", minimum=0),
         "weight_decay": Option(0.0, float, "Decoupled weight decay.", minimum=0),
         "num_epochs": Option(70, int, "Epochs.", minimum=1),
-        "is_apex": _flag(0, "1: mixed precision (Apex amp O1 if installed, else torch autocast)."),
+        "is_apex": Option("authors", object, "authors: what the authors' code ran whatever their YAML said, "
+                          "mixed precision on CUDA (Apex amp O1 if installed, else float16 autocast with a "
+                          "dynamic gradient scaler) and float32 on the CPU; the run's config.yaml records the "
+                          "0 or 1 it resolved to. 1: mixed precision (bfloat16 autocast on an explicit "
+                          "--device cpu). 0: float32.", choices=("authors", 0, 1)),
         "temperatur": Option(1.0, float, "Authors' spelling, kept on purpose: logits are divided by it.",
                              minimum=1e-8),
         "output_train_enc": Option("plain", str, "Backbone output fed to the MPN.",
