@@ -12,7 +12,7 @@ import torch
 
 from dataset import (ClassBalancedSampler, build_dataset, build_eval_loader, build_train_loader,
                      build_transform, ensure_demo_dataset)
-from evaluation import Evaluator
+from evaluation import Evaluator, resolve_kmeans_backend
 from net import build_backbone, build_mpn, load_weights
 
 logger = logging.getLogger(__name__)
@@ -116,7 +116,9 @@ def build_evaluators(config, device, autocast_dtype=None, distributed=None):
                    nmi_seed=config["train_params"]["seed"],
                    gather=distributed.gather_embeddings if distributed else None,
                    share=distributed.share_from_main if distributed else None,
-                   output_option=config["eval_params"]["output_test_enc"])
+                   output_option=config["eval_params"]["output_test_enc"],
+                   kmeans_backend=resolve_kmeans_backend(config["eval_params"]["kmeans"],
+                                                         config["dataset"]["dataset_short"]))
     evaluators = {"test": Evaluator(config["dataset"]["dataset_short"], **options)}
     if config["dataset"]["val"] and config["mode"] != "test":
         evaluators["val"] = Evaluator(VALIDATION_METRIC_SET, **options)

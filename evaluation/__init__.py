@@ -6,7 +6,7 @@ that runs a model. Nothing here imports a model module.
 from evaluation.embeddings import extract_embeddings
 from evaluation.evaluator import Evaluator
 from evaluation.metric_sets import format_metrics, metric_set
-from evaluation.clustering import nmi, nmi_backend, nmi_from_clusters
+from evaluation.clustering import nmi, nmi_backend, nmi_from_clusters, resolve_kmeans_backend
 from evaluation.recall import inshop_recall_at_k, recall_at_k
 
 __all__ = [
@@ -19,4 +19,5 @@ __all__ = [
     "nmi_backend",
     "nmi_from_clusters",
     "recall_at_k",
+    "resolve_kmeans_backend",
 ]

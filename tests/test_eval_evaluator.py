@@ -156,3 +156,12 @@ def test_evaluator_share_computes_metrics_once_for_all_processes(model):
 def test_evaluator_in_shop_needs_query_and_gallery_loaders(model):
     with pytest.raises(ValueError, match="query_loader and gallery_loader"):
         Evaluator("in_shop", "cpu").evaluate(model, loader=tiny_loader(4, 4))
+
+
+@pytest.mark.parametrize("config_file, expected", [("config/config_cub_train.yaml", "sklearn"),
+                                                   ("config/config_cars_test.yaml", "sklearn")])
+def test_paper_configs_score_nmi_with_the_authors_sklearn_kmeans(config_file, expected):
+    from components import build_evaluators
+    from utils.config import load_config
+    evaluators = build_evaluators(load_config(config_file), torch.device("cpu"))
+    assert evaluators["test"].kmeans_backend == expected

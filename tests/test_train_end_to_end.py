@@ -75,6 +75,7 @@ def test_best_weights_load_in_test_mode_and_give_the_same_recall(finished_run, t
     summary = json.loads((finished_run / "summary.json").read_text())
     metrics = evaluate_best_weights_in_test_mode(finished_run, tmp_path)
     assert metrics["R@1"] == summary["best_metrics"]["test_R@1"]
+    assert metrics["nmi_backend"] == "sklearn"  # eval_params.kmeans: paper on a cub config
 
 
 def test_resume_after_a_stop_at_an_epoch_boundary_ends_like_the_uninterrupted_run(
