@@ -79,7 +79,7 @@ def build_data(config, mode, rank=0, world_size=1, pin_memory=False):
         return Data(batch_size=0, num_train_classes=dataset_cfg["num_classes"], eval_loaders=eval_loaders)
 
     train_transform = build_transform(dataset_cfg["trans"], True, net_type, crop_scale=dataset_cfg["crop_scale"],
-                                      **sizes)
+                                      fill=dataset_cfg["erasing_fill"], **sizes)
     train_set = build_dataset(name, root, "train", transform=train_transform, **common)
     num_classes_iter, num_elements_class = train_params["num_classes_iter"], train_params["num_elements_class"]
     seed = train_params["seed"]

@@ -133,6 +133,11 @@ SCHEMA = {
                              "RandomResizedCrop; the default is torchvision's, as the authors used."),
         "skip_broken_images": _flag(0, "Ours. 1 skips unreadable images (counted in the log) instead of "
                                     "stopping."),
+        "erasing_fill": Option("authors", str, "Random erasing fill. authors: the constants (0.4914, 0.4822, "
+                               "0.4465) written into the normalised input of every backbone, for BN-Inception "
+                               "into BGR 0-255 minus the Caffe mean (almost the mean colour); colour (ours): "
+                               "BN-Inception gets the pixel colour they stand for in the ResNet input.",
+                               choices=("authors", "colour")),
     },
     "train_params": {
         "num_classes_iter": Option(6, int, "P: classes per batch.", minimum=1),
