@@ -56,8 +56,11 @@ SCHEMA = {
             "pretrained_path": Option("no", str, "Trained backbone weights to load (test mode, --bb_path); "
                                       "'no' for none."),
             "net_type": Option(REQUIRED, str, "Backbone.", choices=BACKBONES),
-            "neck": _flag(0, "1 adds the BatchNorm1d bottleneck before a bias-free classifier."),
-            "last_stride": _flag(0, "1 sets the stride of the last ResNet stage to 1."),
+            "neck": _flag(0, "1 adds the BatchNorm1d bottleneck before a bias-free classifier (ResNet-34: "
+                          "built but not applied, only the classifier loses its bias, as in the authors' "
+                          "factory)."),
+            "last_stride": _flag(0, "1 sets the stride of the last ResNet stage to 1 (ignored by ResNet-34, as "
+                                 "in the authors' factory)."),
             "red": Option(4, int, "ResNet-50+: Linear 2048 -> 2048/red (512 for 4); DenseNet: >1 adds a "
                           "Linear to 512; ResNet-18/34 ignore it.", minimum=1),
             "bn_inception": {

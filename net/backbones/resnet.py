@@ -131,8 +131,9 @@ def _batchnorm_stats_kept_on_recompute(stage):
     """Checkpoint contexts: plain forward, and a recompute that leaves BN buffers as they were.
 
     The recomputation in backward runs the stage's BatchNorms in training mode
-    a second time, which would update their running statistics (and batch
-    counters) twice per step.
+    again, which would add an update of their running statistics (and batch
+    counters) to the one of the forward, where the authors' double update is
+    already applied (``_stage_statistics_as_the_authors``).
     """
     return nullcontext(), _batchnorm_buffers_restored(stage)
 
