@@ -224,6 +224,7 @@ def test_resnet34_ignores_neck_and_last_stride_as_the_authors_factory(caplog):
     assert "resnet34: as in the authors' factory" in caplog.text
     assert {"bottleneck.weight", "bottleneck.running_mean"} <= set(module.state_dict())
     assert module.fc.bias is None
+    assert not any(parameter.requires_grad for parameter in module.bottleneck.parameters())
     module.eval()
     with torch.no_grad():
         module.bottleneck.running_mean.fill_(3.0)

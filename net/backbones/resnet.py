@@ -60,6 +60,9 @@ class ResNetBackbone(nn.Module):
         self.bottleneck = make_neck(self.embed_dim) if neck else None
         self.fc = make_classifier(self.embed_dim, num_classes, neck)
         self.neck_in_forward = neck_in_forward
+        if self.bottleneck is not None and not neck_in_forward:
+            # Never in the graph, so never updated (as theirs); frozen so DDP expects no gradient.
+            self.bottleneck.requires_grad_(False)
         self.checkpointing = checkpointing
         self.single_bn_update = single_bn_update
 
