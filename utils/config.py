@@ -67,8 +67,11 @@ SCHEMA = {
             "net_type": Option(REQUIRED, str, "Backbone: one of the names below, or timm:<model name> for any "
                                "timm model (e.g. timm:vit_small_patch16_224.dino).", choices=BACKBONES,
                                open_prefix=TIMM_PREFIX),
-            "neck": _flag(0, "1 adds the BatchNorm1d bottleneck before a bias-free classifier."),
-            "last_stride": _flag(0, "1 sets the stride of the last ResNet stage to 1."),
+            "neck": _flag(0, "1 adds the BatchNorm1d bottleneck before a bias-free classifier (ResNet-34: "
+                          "built but not applied, only the classifier loses its bias, as in the authors' "
+                          "factory)."),
+            "last_stride": _flag(0, "1 sets the stride of the last ResNet stage to 1 (ignored by ResNet-34, as "
+                                 "in the authors' factory)."),
             "red": Option(4, int, "ResNet-50+: Linear 2048 -> 2048/red (512 for 4); DenseNet: >1 adds a "
                           "Linear to 512; ResNet-18/34 ignore it.", minimum=1),
             "bn_inception": {
@@ -85,6 +88,9 @@ SCHEMA = {
                                    "(less memory, same numbers)."),
             "channels_last": _flag(0, "Ours. 1 uses the channels_last memory format (faster on GPU; 1.25x "
                                       "for ResNet-50 training on a 2-core AVX-512 CPU)."),
+            "single_bn_update": _flag(0, "Ours. 1 updates the BatchNorm running statistics of ResNet layer1-4 "
+                                      "once per training step; 0 twice with the same batch, as the authors' "
+                                      "checkpointed ResNet did (DenseNet and BN-Inception: once either way)."),
             "pool": Option(None, str, "Ours, timm ViTs: pooling of the tokens (token: class token, avg: mean "
                            "of the patch tokens, gem: GeM p=3 of the patch tokens); null: the model's own.",
                            choices=("token", "avg", "gem"), nullable=True),
@@ -155,6 +161,11 @@ SCHEMA = {
                              "RandomResizedCrop; the default is torchvision's, as the authors used."),
         "skip_broken_images": _flag(0, "Ours. 1 skips unreadable images (counted in the log) instead of "
                                     "stopping."),
+        "erasing_fill": Option("authors", str, "Random erasing fill. authors: the constants (0.4914, 0.4822, "
+                               "0.4465) written into the normalised input of every backbone, for BN-Inception "
+                               "into BGR 0-255 minus the Caffe mean (almost the mean colour); colour (ours): "
+                               "BN-Inception gets the pixel colour they stand for in the ResNet input.",
+                               choices=("authors", "colour")),
     },
     "train_params": {
         "num_classes_iter": Option(6, int, "P: classes per batch.", minimum=1),
@@ -162,7 +173,11 @@ SCHEMA = {
         "lr": Option(REQUIRED, float, "RAdam learning rate.", minimum=0),
         "weight_decay": Option(0.0, float, "Decoupled weight decay.", minimum=0),
         "num_epochs": Option(70, int, "Epochs.", minimum=1),
-        "is_apex": _flag(0, "1: mixed precision (Apex amp O1 if installed, else torch autocast)."),
+        "is_apex": Option("authors", object, "authors: what the authors' code ran whatever their YAML said, "
+                          "mixed precision on CUDA (Apex amp O1 if installed, else float16 autocast with a "
+                          "dynamic gradient scaler) and float32 on the CPU; the run's config.yaml records the "
+                          "0 or 1 it resolved to. 1: mixed precision (bfloat16 autocast on an explicit "
+                          "--device cpu). 0: float32.", choices=("authors", 0, 1)),
         "temperatur": Option(1.0, float, "Authors' spelling, kept on purpose: logits are divided by it.",
                              minimum=1e-8),
         "output_train_enc": Option("plain", str, "Backbone output fed to the MPN.",
@@ -217,6 +232,10 @@ SCHEMA = {
         "block_size": Option(512, int, "Ours. Queries per block in Recall@K (bounds memory).", minimum=1),
         "metrics": Option([], list, "Ours. Extra metrics besides the paper's: any of map_at_r, "
                           "r_precision, precision_at_1 (pytorch-metric-learning's definitions)."),
+        "kmeans": Option("paper", str, "k-means back end of NMI. paper: scikit-learn (n_init 10, the authors' "
+                         "choice) for cub, cars and demo, auto for sop and in_shop (the authors reported no "
+                         "NMI there); auto: faiss if installed, else sklearn.",
+                         choices=("paper", "sklearn", "faiss", "auto")),
     },
     "hyper_search": {
         "num_trials": Option(30, int, "Ours. Random-search trials (the authors ran 30).", minimum=1),
