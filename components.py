@@ -12,8 +12,8 @@ import torch
 
 from dataset import (ClassBalancedSampler, build_dataset, build_eval_loader, build_train_loader,
                      build_transform, ensure_demo_dataset)
-from evaluation import Evaluator
-from net import build_backbone, build_mpn, load_weights
+from evaluation import Evaluator, resolve_kmeans_backend
+from net import backbone_input_config, build_backbone, build_mpn, load_weights
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +59,9 @@ def build_data(config, mode, rank=0, world_size=1, pin_memory=False):
     dataset_cfg, train_params = config["dataset"], config["train_params"]
     net_type = config["models"]["encoder_params"]["net_type"]
     name, root = dataset_cfg["dataset_short"], dataset_cfg["dataset_path"]
-    sizes = dict(crop_size=dataset_cfg["crop_size"], resize_size=dataset_cfg["resize_size"])
+    # timm models: mean, std and interpolation of their pretrained config; ours: the authors'.
+    sizes = dict(crop_size=dataset_cfg["crop_size"], resize_size=dataset_cfg["resize_size"],
+                 **backbone_input_config(net_type))
     eval_transform = build_transform(dataset_cfg["trans"], False, net_type, **sizes)
     holds_out = bool(dataset_cfg["val"]) and mode == "train"
     mlrc = dataset_cfg["val_protocol"] == "mlrc"
@@ -86,7 +88,7 @@ def build_data(config, mode, rank=0, world_size=1, pin_memory=False):
         return Data(batch_size=0, num_train_classes=dataset_cfg["num_classes"], eval_loaders=eval_loaders)
 
     train_transform = build_transform(dataset_cfg["trans"], True, net_type, crop_scale=dataset_cfg["crop_scale"],
-                                      **sizes)
+                                      fill=dataset_cfg["erasing_fill"], **sizes)
     train_set = build_dataset(name, root, "train", transform=train_transform, **common)
     num_classes_iter, num_elements_class = train_params["num_classes_iter"], train_params["num_elements_class"]
     seed = train_params["seed"]
@@ -102,7 +104,8 @@ def build_data(config, mode, rank=0, world_size=1, pin_memory=False):
 
 def build_models(config, num_classes, device):
     """Backbone and MPN with ``num_classes`` outputs, weights loaded as the config says."""
-    backbone, embed_dim = build_backbone(config["models"]["encoder_params"], num_classes)
+    backbone, embed_dim = build_backbone(config["models"]["encoder_params"], num_classes,
+                                         crop_size=config["dataset"]["crop_size"])
     gnn_params = copy.deepcopy(config["models"]["gnn_params"])
     gnn_params["classifier"]["num_classes"] = num_classes
     mpn = build_mpn(gnn_params, embed_dim)
@@ -140,7 +143,9 @@ def build_evaluators(config, device, autocast_dtype=None, distributed=None):
                    gather=distributed.gather_embeddings if distributed else None,
                    share=distributed.share_from_main if distributed else None,
                    output_option=config["eval_params"]["output_test_enc"],
-                   extra_metrics=config["eval_params"]["metrics"])
+                   extra_metrics=config["eval_params"]["metrics"],
+                   kmeans_backend=resolve_kmeans_backend(config["eval_params"]["kmeans"],
+                                                         config["dataset"]["dataset_short"]))
     evaluators = {"test": Evaluator(config["dataset"]["dataset_short"], **options)}
     if config["dataset"]["val"] and config["mode"] != "test":
         evaluators["val"] = Evaluator(VALIDATION_METRIC_SET, **options)

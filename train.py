@@ -19,6 +19,7 @@ from utils.config import load_config
 from utils.distributed import Distributed
 from utils.errors import UserInputError
 from utils.provenance import environment_record, write_environment
+from utils.precision import AS_THE_AUTHORS, resolve_is_apex
 from utils.run_dir import attach_log_file, detach_log_file, make_run_dir, setup_console_logging
 from utils.threads import apply_threads, choose_threads, log_threads
 
@@ -42,13 +43,22 @@ def parse_args(argv=None):
     parser.add_argument("--bb_path", help="Backbone weights; overrides models.encoder_params.pretrained_path.")
     parser.add_argument("--gnn_path", help="MPN weights; overrides models.gnn_params.pretrained_path.")
     parser.add_argument("--net_type", help="Overrides models.encoder_params.net_type.")
-    parser.add_argument("--is_apex", type=int, choices=(0, 1), help="Overrides train_params.is_apex.")
+    parser.add_argument("--is_apex", type=is_apex_value, help="authors, 0 or 1; overrides train_params.is_apex.")
     parser.add_argument("--output_dir", help="Folder for run folders (default: <output_paht>/runs).")
     parser.add_argument("--resume", help="Continue a run: its folder or its last.pth.")
     parser.add_argument("--seed", type=int, help="Overrides train_params.seed.")
     parser.add_argument("--threads", type=int, help="Overrides train_params.threads (CPU threads of torch).")
     parser.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda if available, else cpu).")
     return parser.parse_args(argv)
+
+
+def is_apex_value(text):
+    """``--is_apex``: 'authors', 0 or 1, as the config key takes them."""
+    if text in ("0", "1"):
+        return int(text)
+    if text == AS_THE_AUTHORS:
+        return text
+    raise argparse.ArgumentTypeError(f"invalid value {text!r}; use authors, 0 or 1")
 
 
 def config_overrides(args):
@@ -158,6 +168,7 @@ def main(argv=None):
         config, resume_path = load_run_config(args)
         threads = choose_cpu_threads(config)
         device, device_requested = distributed.device_and_request() if distributed else resolve_device(args.device)
+        config, precision_note = resolve_is_apex(config, device)
         mode = config["mode"]
         if mode == "hyper_search":
             check_search_space(config, args.config_path)
@@ -174,6 +185,8 @@ def main(argv=None):
                     f", torchrun: {distributed.world_size} process(es), {distributed.backend()}"
                     if distributed else "")
         log_threads(threads)
+        if precision_note:
+            logger.info("%s", precision_note)
         if mode == "test":
             run_test(setup, run_dir)
         elif mode == "hyper_search":

@@ -24,7 +24,7 @@ from utils.checkpoint import (CHECKPOINT_NAME, FORMAT_1_BEST_WEIGHTS, capture_rn
 from utils.errors import UserInputError
 from utils.history import History, is_metric_column
 from utils.io import atomic_torch_save, atomic_write_text
-from utils.optim import build_optimizer
+from utils.optim import build_optimizer, build_param_groups
 from utils.plots import legend_name, plot_run, schedule_events
 
 logger = logging.getLogger(__name__)
@@ -87,8 +87,9 @@ class Trainer:
         # Model selection (best epoch, schedule reloads) uses held-out classes when there are some.
         self.selection_split = "val" if "val" in evaluators else "test"
         self.channels_last = bool(config["models"]["encoder_params"]["channels_last"])
-        self.optimizer = build_optimizer(list(unwrap(backbone).parameters()) + list(unwrap(mpn).parameters()),
-                                         self.train_params["lr"], self.train_params["weight_decay"])
+        param_groups = build_param_groups(unwrap(backbone), unwrap(mpn), self.train_params["lr"],
+                                          self.train_params["backbone_lr_scale"], self.train_params["layer_decay"])
+        self.optimizer = build_optimizer(param_groups, self.train_params["lr"], self.train_params["weight_decay"])
         self.epoch = 0
         self.resume_step = 0
         self.partial_sums = {}
@@ -115,13 +116,14 @@ class Trainer:
         """Authors' schedule: at each drop epoch reload the best weights; lr becomes lr/10.
 
         The optimiser state is kept. A resumed run skips this for an epoch
-        that was already under way (its lr is in the optimiser state).
+        that was already under way (its lr is in the optimiser state). Each
+        parameter group keeps its ``lr_scale`` (backbone_lr_scale, layer_decay).
         """
         if epoch not in self.train_params["lr_drop_epochs"] or self.resume_step:
             return
         new_lr = self.train_params["lr"] / 10.0
         for group in self.optimizer.param_groups:
-            group["lr"] = new_lr
+            group["lr"] = new_lr * group["lr_scale"]
         if self.best.backbone_file is None:
             logger.info("Epoch %d: no best epoch yet to reload, lr set to %.4g", epoch, new_lr)
             return
@@ -142,6 +144,7 @@ class Trainer:
         bar = tqdm(total=total_steps, initial=steps_done, disable=not self.is_main, unit="step",
                    desc=f"epoch {epoch}/{self.train_params['num_epochs']}", dynamic_ncols=True)
         for step, (images, labels, *_rest) in enumerate(self.data.train_loader, start=steps_done):
+            self.warm_up_lr(epoch, step, total_steps)
             loss, terms = self.training_step(images, labels, epoch, step)
             meter.update(loss, terms, len(labels))
             bar.set_postfix(loss=f"{float(loss):.3f}", img_s=f"{meter.images_per_second():.1f}", refresh=False)
@@ -155,6 +158,21 @@ class Trainer:
         if stats["skipped_images"]:
             logger.warning("Epoch %d: %d broken images were skipped", epoch, stats["skipped_images"])
         return stats
+
+    def warm_up_lr(self, epoch, step, steps_per_epoch):
+        """``warmup_epochs``: the lr rises linearly, every step, from lr/steps to lr (times each lr_scale).
+
+        ``warmup_epochs * steps_per_epoch`` steps (rounded); the last of them
+        runs at the full lr, and later steps leave the lr to the schedule.
+        The config makes the warm-up end before the first lr drop.
+        """
+        warmup_steps = round(self.train_params["warmup_epochs"] * steps_per_epoch)
+        steps_before = (epoch - 1) * steps_per_epoch + step
+        if steps_before >= warmup_steps:
+            return
+        factor = (steps_before + 1) / warmup_steps
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.train_params["lr"] * group["lr_scale"] * factor
 
     def stop_requested(self):
         requested = self.stop_request is not None and self.stop_request.is_set()
@@ -175,8 +193,22 @@ class Trainer:
                                    f"{step + 1}; the last good checkpoint {self.run_dir / CHECKPOINT_NAME} is kept. "
                                    "Lower train_params.lr or check the data.")
         self.precision.backward(loss, self.optimizer)
+        if self.train_params["grad_clip"] is not None:
+            self.clip_gradients(self.train_params["grad_clip"])
         self.precision.step(self.optimizer)
         return loss.detach(), {name: term.detach() for name, term in terms.items()}
+
+    def clip_gradients(self, max_norm):
+        """``grad_clip``: clip the norm of all gradients together, on their true (unscaled) values.
+
+        A gradient scaler (float16) is told that the gradients are already
+        unscaled, so its step does not divide them again; Apex O1 leaves them
+        unscaled after its backward.
+        """
+        if self.precision.scaler is not None:
+            self.precision.scaler.unscale_(self.optimizer)
+        parameters = [parameter for group in self.optimizer.param_groups for parameter in group["params"]]
+        torch.nn.utils.clip_grad_norm_(parameters, max_norm)
 
     def mpn_logits(self, embedding):
         """MPN logits of this process's samples.

@@ -12,9 +12,17 @@ each after its own warm-up; mixed precision is ``is_apex: 1`` as the trainer
 picks it (Apex O1 when installed, else float16 autocast with a gradient
 scaler on CUDA, bfloat16 autocast on the CPU). Prints images per second and
 each variant's speed relative to float32.
+
+``--mpn_share`` instead times, in float32, the config's backbone and a ViT-S/16
+(``timm:vit_small_patch16_224`` at 224 px) alone (loss ``lsce``, no MPN)
+against backbone + MPN (the config's loss), at the config's P x K (or
+``--batch``), alternating the two step by step, and prints the median
+images/s (on the CPU: per CPU-second of this process) and the MPN's share
+of a training step.
 """
 import argparse
 import copy
+import statistics
 import tempfile
 import time
 
@@ -26,6 +34,9 @@ from utils.config import load_config
 from utils.losses import IntraBatchLoss
 from utils.precision import build_precision, initialize_apex
 
+VIT_S16 = "timm:vit_small_patch16_224"
+VIT_CROP = 224
+BACKBONE_ALONE_LOSS = "lsce"
 VARIANTS = (  # name, is_apex, channels_last
     ("float32", 0, 0),
     ("float32 + channels_last", 0, 1),
@@ -75,6 +86,48 @@ def synchronize(device):
         torch.cuda.synchronize(device)
 
 
+def mpn_share(config, device, batch_shape, steps, warmup, run_dir):
+    """Rows ``(net_type, crop, images/s alone, images/s with the MPN)`` for the config's backbone and ViT-S/16.
+
+    The two variants of a backbone alternate step by step and each reports
+    its median step, so load from other processes hits both alike. On the
+    CPU a step is timed by this process's CPU time, which other processes
+    on a shared machine barely change (run with OMP_NUM_THREADS=1).
+    """
+    clock = time.process_time if device.type == "cpu" else time.perf_counter
+    rows = []
+    for net_type, crop in ((config["models"]["encoder_params"]["net_type"], config["dataset"]["crop_size"]),
+                           (VIT_S16, VIT_CROP)):
+        trainers = []
+        for fns in (BACKBONE_ALONE_LOSS, config["train_params"]["loss_fn"]["fns"]):
+            variant = copy.deepcopy(config)
+            variant["models"]["encoder_params"]["net_type"] = net_type
+            variant["dataset"]["crop_size"] = crop
+            variant["train_params"]["loss_fn"]["fns"] = fns
+            torch.manual_seed(0)
+            trainers.append(build_trainer(variant, device, 0, 0, run_dir)[0])
+        images, labels = random_batch(variant, *batch_shape, torch.Generator().manual_seed(0))
+        for trainer in trainers:
+            for step in range(warmup):
+                trainer.training_step(images, labels, 1, step)
+        step_times = [[], []]
+        for step in range(steps):
+            for times, trainer in zip(step_times, trainers):
+                start = clock()
+                trainer.training_step(images, labels, 1, step)
+                synchronize(device)
+                times.append(clock() - start)
+        rows.append((net_type, crop, *(len(labels) / statistics.median(times) for times in step_times)))
+        del trainers
+    return rows
+
+
+def print_mpn_share(rows):
+    print(f"{'backbone':<30}{'crop':>6}{'alone img/s':>14}{'+ MPN img/s':>14}{'MPN share':>11}")
+    for net_type, crop, alone, with_mpn in rows:
+        print(f"{net_type:<30}{crop:>6}{alone:>14.1f}{with_mpn:>14.1f}{1 - with_mpn / alone:>10.1%}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--config", default="config/config_cub_train.yaml")
@@ -83,6 +136,8 @@ def main():
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--batch", type=int, nargs=2, metavar=("P", "K"),
                         help="classes per batch and images per class (default: the config's)")
+    parser.add_argument("--mpn_share", action="store_true",
+                        help="time backbone alone vs backbone + MPN, for the config's backbone and ViT-S/16")
     args = parser.parse_args()
 
     device = torch.device(args.device)
@@ -90,6 +145,14 @@ def main():
     train_params = config["train_params"]
     num_classes_iter, num_elements_class = args.batch or (train_params["num_classes_iter"],
                                                           train_params["num_elements_class"])
+    if args.mpn_share:
+        print(f"{args.config}: batch {num_classes_iter} x {num_elements_class}, float32, device {device}, torch "
+              f"{torch.__version__}, {torch.get_num_threads()} threads, {args.steps} timed steps after "
+              f"{args.warmup} warm-up")
+        with tempfile.TemporaryDirectory() as run_dir:
+            print_mpn_share(mpn_share(config, device, (num_classes_iter, num_elements_class), args.steps,
+                                      args.warmup, run_dir))
+        return
     images, labels = random_batch(config, num_classes_iter, num_elements_class, torch.Generator().manual_seed(0))
     # The training loader pins its batches on CUDA; so does this one.
     batch = (images.pin_memory(), labels.pin_memory()) if device.type == "cuda" else (images, labels)

@@ -4,6 +4,7 @@ import math
 import torch
 import torchvision.transforms.functional as TF
 from torchvision import transforms
+from torchvision.transforms import InterpolationMode
 
 from utils.errors import UserInputError
 
@@ -24,18 +25,32 @@ CAFFE_STD = (1.0, 1.0, 1.0)
 TRANSFORM_NAMES = {"GL_orig_RE": True, "GLorig": False}
 
 
-def caffe_erasing_fill():
-    """The erasing fill for BN-Inception: the same pixel colour as for the other nets.
+# dataset.erasing_fill: 'authors' writes ERASING_FILL into the normalised input
+# of every backbone, as their code did; 'colour' (ours) gives BN-Inception the
+# pixel colour that ERASING_FILL stands for in the ResNet input.
+ERASING_FILL_CHOICES = ("authors", "colour")
 
-    Our choice: the ResNet fill value v_c in normalised space is the pixel
+
+def caffe_erasing_fill():
+    """The ``colour`` erasing fill for BN-Inception: the same pixel colour as for the other nets.
+
+    Our option: the ResNet fill value v_c in normalised space is the pixel
     colour v_c * std_c + mean_c (RGB, 0-1); for BN-Inception we paint that very
     colour, in BGR order on the 0-255 scale minus the Caffe mean, so the
     augmentation looks the same whichever backbone is trained. (The authors
     passed the ResNet constants unchanged, which on a 0-255 scale is almost
-    exactly the mean colour.)
+    exactly the mean colour; that is the default, ``authors``.)
     """
     rgb_colour = [fill * std + mean for fill, std, mean in zip(ERASING_FILL, AUTHORS_STD, IMAGENET_MEAN)]
     return tuple(255.0 * channel - mean for channel, mean in zip(reversed(rgb_colour), CAFFE_MEAN_BGR))
+
+
+def erasing_fill(caffe_input, choice="authors"):
+    """The value random erasing writes into the normalised input, per channel."""
+    if choice not in ERASING_FILL_CHOICES:
+        raise UserInputError(f"Unknown dataset.erasing_fill '{choice}'; "
+                             f"use one of {', '.join(ERASING_FILL_CHOICES)}.")
+    return caffe_erasing_fill() if caffe_input and choice == "colour" else ERASING_FILL
 
 
 class RandomErasing:
@@ -94,28 +109,34 @@ class ToCaffeTensor:
 DEFAULT_CROP_SCALE = (0.08, 1.0)
 
 
-def build_transform(trans, train, net_type, crop_size=227, resize_size=256, crop_scale=DEFAULT_CROP_SCALE):
+def build_transform(trans, train, net_type, crop_size=227, resize_size=256, crop_scale=DEFAULT_CROP_SCALE,
+                    mean=None, std=None, interpolation=None, fill="authors"):
     """The authors' transform ``trans`` for training or evaluation.
 
     Training: RandomResizedCrop(crop) with torchvision defaults (the area
     share ``crop_scale`` is (0.08, 1) unless the config changes it),
     horizontal flip, tensor, normalisation (+ random erasing for 'GL_orig_RE').
     Evaluation: Resize(resize), CenterCrop(crop), tensor, normalisation.
+    ``mean``, ``std`` and ``interpolation`` (e.g. 'bicubic') replace the
+    authors' normalisation and bilinear resizing: timm models pass those of
+    their pretrained config.
+    ``fill`` is ``dataset.erasing_fill`` (see ``erasing_fill``).
     """
     if trans not in TRANSFORM_NAMES:
         raise UserInputError(
             f"Unknown dataset.trans '{trans}'; use one of {', '.join(TRANSFORM_NAMES)}.")
     caffe_input = net_type == "bn_inception"
+    resampling = InterpolationMode(interpolation or InterpolationMode.BILINEAR.value)
     if train:
-        geometry = [transforms.RandomResizedCrop(crop_size, scale=tuple(crop_scale)),
+        geometry = [transforms.RandomResizedCrop(crop_size, scale=tuple(crop_scale), interpolation=resampling),
                     transforms.RandomHorizontalFlip()]
     else:
-        geometry = [transforms.Resize(resize_size), transforms.CenterCrop(crop_size)]
+        geometry = [transforms.Resize(resize_size, interpolation=resampling), transforms.CenterCrop(crop_size)]
     if caffe_input:
         to_input = [ToCaffeTensor(), transforms.Normalize(CAFFE_MEAN_BGR, CAFFE_STD)]
     else:
-        to_input = [transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, AUTHORS_STD)]
+        to_input = [transforms.ToTensor(), transforms.Normalize(mean or IMAGENET_MEAN, std or AUTHORS_STD)]
     erasing = []
     if train and TRANSFORM_NAMES[trans]:
-        erasing = [RandomErasing(caffe_erasing_fill() if caffe_input else ERASING_FILL)]
+        erasing = [RandomErasing(erasing_fill(caffe_input, fill))]
     return transforms.Compose(geometry + to_input + erasing)

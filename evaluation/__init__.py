@@ -7,7 +7,7 @@ that runs a model. Nothing here imports a model module.
 from evaluation.embeddings import extract_embeddings
 from evaluation.evaluator import Evaluator
 from evaluation.metric_sets import format_metrics, metric_set
-from evaluation.clustering import nmi, nmi_backend, nmi_from_clusters
+from evaluation.clustering import nmi, nmi_backend, nmi_from_clusters, resolve_kmeans_backend
 from evaluation.precision_at_r import (inshop_retrieval_metrics, map_at_r, precision_at_1,
                                       r_precision, retrieval_metrics)
 from evaluation.recall import inshop_recall_at_k, recall_at_k
@@ -27,4 +27,5 @@ __all__ = [
     "r_precision",
     "recall_at_k",
     "retrieval_metrics",
+    "resolve_kmeans_backend",
 ]

@@ -3,12 +3,14 @@
 As the authors: k-means with as many clusters as classes, then
 ``sklearn.metrics.normalized_mutual_info_score`` (arithmetic mean). Their
 ``KMeans(nb_clusters)`` is unseeded; ours is seeded. Two k-means back ends,
-swappable without touching the metric: faiss (``pip install faiss-cpu``),
-used when importable because it finishes at Stanford Online Products scale
-(11,316 clusters, 60,502 points: minutes, see ``benchmarks/evaluation.py``),
-and scikit-learn otherwise (the authors' library; far slower at that scale).
-k-means finds different local optima per back end and seed, so NMI moves by
-a few points between them: logs name the back end (``nmi_backend()``).
+swappable without touching the metric: scikit-learn (the authors' library,
+which they ran on CUB and Cars; far slower at SOP scale) and faiss
+(``pip install faiss-cpu``), which finishes at Stanford Online Products
+scale (11,316 clusters, 60,502 points: minutes, see
+``benchmarks/evaluation.py``). ``eval_params.kmeans`` picks one
+(``resolve_kmeans_backend``). k-means finds different local optima per back
+end and seed, so NMI moves by a few points between them: logs and
+``metrics.json`` name the back end.
 """
 import importlib.util
 import logging
@@ -21,6 +23,11 @@ from utils.errors import UserInputError
 logger = logging.getLogger(__name__)
 
 BACKENDS = ("faiss", "sklearn")
+# eval_params.kmeans: 'paper' is the authors' scikit-learn where they computed
+# NMI (CUB, Cars; the demo is scored like CUB) and 'auto' where they did not
+# (SOP, In-Shop), since scikit-learn does not finish there in useful time.
+KMEANS_CHOICES = ("paper", "sklearn", "faiss", "auto")
+PAPER_SKLEARN_DATASETS = ("cub", "cars", "demo")
 # Both back ends start from k-means++ and keep the best of KMEANS_RESTARTS
 # runs, the defaults of the authors' scikit-learn KMeans, up to
 # MAX_CLUSTERS_FOR_RESTARTS clusters; beyond that one run, since every
@@ -32,8 +39,22 @@ FAISS_ITERATIONS = 25
 
 
 def nmi_backend():
-    """The k-means back end ``nmi`` uses by default: 'faiss' if importable, else 'sklearn'."""
+    """The k-means back end ``nmi`` uses by default ('auto'): 'faiss' if importable, else 'sklearn'."""
     return "faiss" if faiss_available() else "sklearn"
+
+
+def resolve_kmeans_backend(choice, dataset_short):
+    """The back end ('sklearn' or 'faiss') that ``eval_params.kmeans: choice`` means for a dataset."""
+    if choice == "paper":
+        choice = "sklearn" if dataset_short in PAPER_SKLEARN_DATASETS else "auto"
+    if choice == "auto":
+        return nmi_backend()
+    if choice == "faiss" and not faiss_available():
+        raise UserInputError("eval_params.kmeans is 'faiss' but faiss is not installed; run "
+                             "`pip install faiss-cpu` or set eval_params.kmeans to sklearn, auto or paper.")
+    if choice not in BACKENDS:
+        raise ValueError(f"unknown eval_params.kmeans {choice!r}; expected one of {KMEANS_CHOICES}")
+    return choice
 
 
 def faiss_available():

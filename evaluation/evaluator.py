@@ -26,12 +26,15 @@ class Evaluator:
     """
 
     def __init__(self, dataset_short, device, autocast_dtype=None, block_size=DEFAULT_BLOCK_SIZE,
-                 nmi_seed=0, gather=None, share=None, output_option="plain", extra_metrics=()):
+                 nmi_seed=0, gather=None, share=None, output_option="plain", extra_metrics=(),
+                 kmeans_backend=None):
         self.metric_set = metric_set(dataset_short)
         self.device = torch.device(device)
         self.autocast_dtype = autocast_dtype
         self.block_size = block_size
         self.nmi_seed = nmi_seed
+        # The k-means back end of NMI ('sklearn' or 'faiss'); None: nmi_backend().
+        self.kmeans_backend = nmi_backend() if kmeans_backend is None else kmeans_backend
         self.gather = gather
         self.share = share
         self.output_option = output_option
@@ -81,9 +84,9 @@ class Evaluator:
         if not self.metric_set.with_nmi:
             return {}
         if not self._backend_logged:
-            logger.info("NMI: k-means by %s", nmi_backend())
+            logger.info("NMI: k-means by %s", self.kmeans_backend)
             self._backend_logged = True
-        return {"NMI": nmi(embeddings, labels, seed=self.nmi_seed)}
+        return {"NMI": nmi(embeddings, labels, seed=self.nmi_seed, backend=self.kmeans_backend)}
 
     def _embed(self, model, loader):
         embeddings, labels, indices = extract_embeddings(model, loader, self.device,

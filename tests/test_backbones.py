@@ -22,7 +22,8 @@ def encoder_params(**overrides):
     """A validated ``models.encoder_params`` section; random init unless overridden."""
     params = dict(net_type="resnet18", neck=0, last_stride=0, red=4,
                   bn_inception={"embed": 0, "sz_embedding": 512}, pretrained_path="no",
-                  imagenet_pretrained=0, imagenet_weights=None, checkpointing=0, channels_last=0)
+                  imagenet_pretrained=0, imagenet_weights=None, checkpointing=0, channels_last=0,
+                  single_bn_update=0)
     params.update(overrides)
     return params
 
@@ -215,6 +216,25 @@ def test_last_stride_one_keeps_the_layer4_resolution():
     assert sizes == {0: 2, 1: 4}
 
 
+def test_resnet34_ignores_neck_and_last_stride_as_the_authors_factory(caplog):
+    """Their resnet34() drops neck/last_stride; load_net still adds the bottleneck and a bias-free fc."""
+    x = torch.randn(SMALL_BATCH)
+    with caplog.at_level("INFO"):
+        module, _ = build_backbone(encoder_params(net_type="resnet34", neck=1, last_stride=1), NUM_CLASSES)
+    assert "resnet34: as in the authors' factory" in caplog.text
+    assert {"bottleneck.weight", "bottleneck.running_mean"} <= set(module.state_dict())
+    assert module.fc.bias is None
+    assert not any(parameter.requires_grad for parameter in module.bottleneck.parameters())
+    module.eval()
+    with torch.no_grad():
+        module.bottleneck.running_mean.fill_(3.0)
+        assert module.layer4_features(x).shape[-1] == 2
+        logits, after_neck = module(x, output_option="neck")
+        _, raw = module(x, output_option="norm")
+    torch.testing.assert_close(after_neck, raw)
+    torch.testing.assert_close(logits, module.fc(raw))
+
+
 def test_densenet_red_adds_a_linear_to_512_read_by_the_classifier():
     module, embed_dim = build_backbone(encoder_params(net_type="densenet121", red=4), NUM_CLASSES)
     assert embed_dim == 512
@@ -307,7 +327,50 @@ def test_checkpointing_keeps_outputs_gradients_and_batchnorm_stats(monkeypatch):
             assert torch.equal(a.grad, b.grad), name
     for (name, a), b in zip(models[0].named_buffers(), models[1].buffers()):
         assert torch.equal(a, b), name
-    assert models[1].layer1[0].bn1.num_batches_tracked.item() == 1
+    assert models[1].layer1[0].bn1.num_batches_tracked.item() == 2
+
+
+def _authors_train_step(module, x, weights):
+    """A training step as the authors' ResNet runs it: layer1-4 through reentrant checkpoint."""
+    module.train()
+    x = module.maxpool(module.relu(module.bn1(module.conv1(x))))
+    for stage in (module.layer1, module.layer2, module.layer3, module.layer4):
+        x = torch.utils.checkpoint.checkpoint(stage, x, use_reentrant=True)
+    logits, embedding = module.head(x)
+    (logits.sum() + (embedding * weights).sum()).backward()
+
+
+@pytest.mark.parametrize("checkpointing", [0, 1])
+def test_batchnorm_statistics_equal_the_authors_reentrant_recomputation(checkpointing):
+    """Default: each stage BatchNorm ends as if updated twice with the same batch (their recompute)."""
+    models = {}
+    for name, options in (("ours", dict(checkpointing=checkpointing)), ("authors", dict(single_bn_update=1))):
+        torch.manual_seed(0)
+        models[name], _ = build_backbone(encoder_params(**options), NUM_CLASSES)
+    x, weights = torch.randn(SMALL_BATCH), torch.randn(2, 512)
+    for _ in range(2):
+        _train_step(models["ours"], x, weights)
+        _authors_train_step(models["authors"], x, weights)
+    for (name, ours), theirs in zip(models["ours"].named_buffers(), models["authors"].buffers()):
+        torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-6, msg=name)
+    assert models["ours"].layer1[0].bn1.num_batches_tracked.item() == 4
+    assert models["ours"].bn1.num_batches_tracked.item() == 2
+
+
+def test_single_bn_update_option_updates_once_per_step():
+    torch.manual_seed(0)
+    module, _ = build_backbone(encoder_params(single_bn_update=1), NUM_CLASSES)
+    _train_step(module, torch.randn(SMALL_BATCH), torch.randn(2, 512))
+    assert module.layer4[1].bn2.num_batches_tracked.item() == 1
+    assert module.layer4[1].bn2.momentum == 0.1
+
+
+def test_batchnorm_statistics_are_updated_once_in_a_forward_without_graph():
+    module, _ = build_backbone(encoder_params(), NUM_CLASSES)
+    with torch.no_grad():
+        module.train()(torch.randn(SMALL_BATCH))
+    assert module.layer1[0].bn1.num_batches_tracked.item() == 1
+    assert module.layer1[0].bn1.momentum == 0.1
 
 
 def test_checkpointing_is_skipped_outside_training(monkeypatch):

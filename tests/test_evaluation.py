@@ -4,12 +4,13 @@ import pytest
 import torch
 from threadpoolctl import threadpool_limits
 
-from evaluation.clustering import faiss_available, nmi, nmi_backend, nmi_from_clusters
-from evaluation import ranking
+from evaluation.clustering import faiss_available, nmi, nmi_backend, nmi_from_clusters, resolve_kmeans_backend
+from evaluation import Evaluator, ranking
 from evaluation.ranking import _BlockMemory, _count_below, _count_below_torch, same_label_hits
 from evaluation.recall import inshop_recall_at_k, recall_at_k
 from evaluation.scores import SquaredEuclidean, ieee_float32_matmul
 from tests.reference import EVAL_TOL, load
+from utils.errors import UserInputError
 
 BLOCK_SIZES = (7, 64, 100_000)  # 7 and 64 put block boundaries inside every class
 BACKENDS = ["sklearn", pytest.param("faiss", marks=pytest.mark.skipif(
@@ -105,6 +106,37 @@ def test_nmi_backend_is_faiss_when_importable_else_sklearn(monkeypatch):
     assert nmi_backend() == ("faiss" if faiss_available() else "sklearn")
     monkeypatch.setattr("evaluation.clustering.faiss_available", lambda: False)
     assert nmi_backend() == "sklearn"
+
+
+@pytest.mark.parametrize("choice, dataset_short, expected", [
+    ("paper", "cub", "sklearn"), ("paper", "cars", "sklearn"), ("paper", "demo", "sklearn"),
+    ("paper", "sop", "auto"), ("paper", "in_shop", "auto"), ("auto", "cub", "auto"),
+    ("sklearn", "sop", "sklearn"),
+])
+def test_kmeans_choice_resolves_per_dataset(choice, dataset_short, expected):
+    """'paper': the authors' scikit-learn on CUB and Cars, a back end that finishes on SOP and In-Shop."""
+    expected = nmi_backend() if expected == "auto" else expected
+    assert resolve_kmeans_backend(choice, dataset_short) == expected
+
+
+def test_kmeans_faiss_without_faiss_is_a_user_error(monkeypatch):
+    monkeypatch.setattr("evaluation.clustering.faiss_available", lambda: False)
+    with pytest.raises(UserInputError, match="eval_params.kmeans"):
+        resolve_kmeans_backend("faiss", "sop")
+
+
+def test_evaluator_runs_and_logs_its_kmeans_back_end(monkeypatch, caplog):
+    used = []
+
+    def recorded_nmi(embeddings, labels, seed=0, backend=None):
+        used.append(backend)
+        return 0.5
+    monkeypatch.setattr("evaluation.evaluator.nmi", recorded_nmi)
+    evaluator = Evaluator("cub", "cpu", kmeans_backend="sklearn")
+    embeddings = torch.nn.functional.normalize(torch.randn(8, 4, generator=torch.Generator().manual_seed(0)))
+    with caplog.at_level("INFO"):
+        evaluator.all_against_all_metrics(embeddings, torch.arange(8) % 2)
+    assert used == ["sklearn"] and "NMI: k-means by sklearn" in caplog.text
 
 
 def test_query_is_excluded_by_index_not_by_first_sorted_column():

@@ -64,6 +64,30 @@ def test_focal_loss_reduces_to_cross_entropy_at_gamma_zero():
     torch.testing.assert_close(focal_loss(logits, labels, gamma=0.0), F.cross_entropy(logits, labels))
 
 
+# Fixed logits and the values the authors' FocalLoss() (utils/losses.py, gamma 7,
+# detached p_t) gives for them, loss and gradient, run in float64.
+FOCAL_LOGITS = [[2.0, -1.0, 0.5, 0.0], [0.1, 0.2, 0.3, -0.4], [-2.0, 3.0, 1.0, 0.5]]
+FOCAL_LABELS = [0, 2, 0]
+AUTHORS_FOCAL_LOSS = 1.697251431626116
+AUTHORS_FOCAL_GRAD = [
+    [-1.6628971627052928e-05, 2.0279305661307055e-06, 9.088554253632468e-06, 5.51248680728976e-06],
+    [0.006276076996391492, 0.006936137776015438, -0.017018847893435544, 0.003806633121028614],
+    [-0.3189352755500843, 0.26197631196243454, 0.035454638380719286, 0.021504325206930523],
+]
+
+
+@pytest.mark.parametrize("term", ["focalce", "focalgnn"])
+def test_focal_terms_equal_the_authors_focal_loss_and_its_gradient(term):
+    logits = torch.tensor(FOCAL_LOGITS, requires_grad=True)
+    labels = torch.tensor(FOCAL_LABELS)
+    loss = cub_loss(backbone_term=term if term == "focalce" else None,
+                    mpn_term=term if term == "focalgnn" else None, temperature=1.0)
+    total, _ = loss(logits, [logits], labels)
+    total.backward()
+    assert abs(total.item() - AUTHORS_FOCAL_LOSS) < 1e-6
+    torch.testing.assert_close(logits.grad, torch.tensor(AUTHORS_FOCAL_GRAD), rtol=0, atol=1e-6)
+
+
 def test_radam_with_decoupled_weight_decay_matches_authors_radam():
     fixture = load("radam.pt")
     config = fixture["config"]

@@ -85,5 +85,5 @@ def test_mode_test_on_the_command_line_evaluates_once_and_records_it(write_tiny_
     (run_dir,) = list(output_dir.iterdir())
     assert run_dir.name.startswith("cub_resnet18_test_")
     assert yaml.safe_load((run_dir / "config.yaml").read_text())["mode"] == "test"
-    assert set(json.loads((run_dir / "metrics.json").read_text())) == {"R@1", "R@2", "R@4", "R@8", "NMI"}
+    assert set(json.loads((run_dir / "metrics.json").read_text())) == {"R@1", "R@2", "R@4", "R@8", "NMI", "nmi_backend"}
     assert "--mode test" in json.loads((run_dir / "environment.json").read_text())["command_line"]

@@ -257,3 +257,9 @@ def test_test_config_loads_the_released_backbone_weights(dataset):
 def test_train_config_starts_from_imagenet_weights(dataset):
     encoder_params = load_config(dataset, "train")["models"]["encoder_params"]
     assert encoder_params["pretrained_path"] == "no"
+
+
+@each_config
+def test_precision_is_what_the_authors_ran(dataset, mode):
+    """Their train.py always overwrote is_apex, so every paper run was Apex O1 mixed precision."""
+    assert load_config(dataset, mode)["train_params"]["is_apex"] == "authors"

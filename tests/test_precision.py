@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from utils.errors import UserInputError
-from utils.precision import Precision, build_precision
+from utils.precision import Precision, build_precision, initialize_apex, resolve_is_apex
 
 INITIAL_SCALE = 2.0 ** 10
 
@@ -61,6 +61,8 @@ def test_the_scale_survives_a_checkpoint():
 @pytest.mark.parametrize("is_apex, device, requested, expected", [
     (0, "cpu", False, "float32"),
     (1, "cpu", True, "autocast-bfloat16"),
+    ("authors", "cpu", False, "float32"),
+    ("authors", "cpu", True, "float32"),
 ])
 def test_the_back_end_each_setting_picks(is_apex, device, requested, expected):
     assert build_precision(is_apex, torch.device(device), requested).name == expected
@@ -69,3 +71,39 @@ def test_the_back_end_each_setting_picks(is_apex, device, requested, expected):
 def test_mixed_precision_on_a_cpu_nobody_asked_for_is_refused():
     with pytest.raises(UserInputError, match="--device cpu"):
         build_precision(1, torch.device("cpu"), device_was_requested=False)
+
+
+@pytest.mark.parametrize("device, resolved, said", [
+    ("cuda", 1, "mixed precision, as the authors' code always ran"),
+    ("cpu", 0, "float32 on cpu; the authors' Apex amp O1 mixed precision needs a CUDA GPU"),
+])
+def test_is_apex_authors_resolves_to_what_the_authors_ran_on_the_device(device, resolved, said):
+    config = {"train_params": {"is_apex": "authors"}}
+    resolved_config, note = resolve_is_apex(config, torch.device(device))
+    assert resolved_config["train_params"]["is_apex"] == resolved and said in note
+    assert config["train_params"]["is_apex"] == "authors"
+
+
+@pytest.mark.parametrize("is_apex", [0, 1])
+def test_explicit_is_apex_is_kept(is_apex):
+    config = {"train_params": {"is_apex": is_apex}}
+    assert resolve_is_apex(config, torch.device("cuda")) == (config, None)
+
+
+class RecordingAmp:
+    """Stands in for apex.amp: records how ``initialize`` was called."""
+
+    def __init__(self):
+        self.calls = []
+
+    def initialize(self, models, optimizers=None, opt_level=None):
+        self.calls.append((models, optimizers, opt_level))
+        return models if optimizers is None else (models, optimizers)
+
+
+def test_apex_is_initialised_o1_for_evaluation_without_an_optimizer():
+    amp = RecordingAmp()
+    model = torch.nn.Linear(2, 2)
+    precision = Precision("apex-amp-O1", torch.device("cpu"), amp=amp)
+    assert initialize_apex(precision, model) == (model, None)
+    assert amp.calls == [(model, None, "O1")]

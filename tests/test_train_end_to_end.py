@@ -77,6 +77,7 @@ def test_best_weights_load_in_test_mode_and_give_the_same_recall(finished_run, t
     summary = json.loads((finished_run / "summary.json").read_text())
     metrics = evaluate_best_weights_in_test_mode(finished_run, tmp_path)
     assert metrics["R@1"] == summary["best_metrics"]["test_R@1"]
+    assert metrics["nmi_backend"] == "sklearn"  # eval_params.kmeans: paper on a cub config
 
 
 def test_resume_after_a_stop_at_an_epoch_boundary_ends_like_the_uninterrupted_run(
@@ -307,3 +308,13 @@ def test_resume_without_the_best_weights_files_says_which_file_to_copy_back(writ
     with caplog.at_level(logging.ERROR):
         assert train.main(["--resume", str(folder)]) == 2
     assert f"names the best weights file {missing}, which is not in the run folder" in caplog.text
+def test_is_apex_authors_on_the_cpu_trains_float32_and_records_it(write_tiny_config, tmp_path, caplog):
+    import logging
+    config = write_tiny_config(num_epochs=1, max_iters_per_epoch=1, is_apex="authors")
+    with caplog.at_level(logging.INFO):
+        assert train.main(["--config_path", str(config), "--output_dir", str(tmp_path)]) == 0
+    assert "is_apex: authors -> 0: float32 on cpu" in caplog.text
+    assert "Precision: float32" in caplog.text
+    folder = run_folder(tmp_path)
+    assert "is_apex: authors -> 0" in (folder / "train.log").read_text()
+    assert yaml.safe_load((folder / "config.yaml").read_text())["train_params"]["is_apex"] == 0

@@ -96,8 +96,14 @@ def test_bn_inception_keeps_the_crops():
     assert isinstance(train.transforms[0], transforms.RandomResizedCrop)
 
 
-def test_bn_inception_erasing_paints_the_same_colour_as_for_resnet():
+def test_bn_inception_erasing_fill_is_the_authors_constants_by_default():
+    """They passed the RGB 0-1 constants unchanged to BN-Inception's BGR 0-255 input."""
     erasing = build_transform("GL_orig_RE", True, "bn_inception").transforms[-1]
+    assert erasing.fill.flatten().tolist() == pytest.approx([0.4914, 0.4822, 0.4465])
+
+
+def test_bn_inception_erasing_colour_option_paints_the_same_colour_as_for_resnet():
+    erasing = build_transform("GL_orig_RE", True, "bn_inception", fill="colour").transforms[-1]
     assert erasing.fill.flatten().tolist() == pytest.approx(caffe_erasing_fill())
     caffe_rgb = [(fill + mean) / 255 for fill, mean in zip(caffe_erasing_fill(), CAFFE_MEAN_BGR)][::-1]
     resnet_rgb = [fill * std + mean for fill, std, mean in zip(ERASING_FILL, AUTHORS_STD, IMAGENET_MEAN)]

@@ -28,6 +28,9 @@ EXTRA_METRICS = ("map_at_r", "r_precision", "precision_at_1")
 VAL_PROTOCOLS = ("fraction", "mlrc")
 # The reality-check paper splits the training classes into this many folds.
 MLRC_NUM_FOLDS = 4
+# ``net_type: timm:<model name>`` builds any timm model (net/backbones/timm_backbone.py).
+TIMM_PREFIX = "timm:"
+TIMM_ONLY_ENCODER_KEYS = ("pool", "sz_embedding", "freeze_trunk")
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,7 @@ class Option:
     choices: tuple = ()
     minimum: float = None
     nullable: bool = False
+    open_prefix: str = None  # values starting with it are allowed besides ``choices``
 
 
 REQUIRED = object()
@@ -60,9 +64,14 @@ SCHEMA = {
         "encoder_params": {
             "pretrained_path": Option("no", str, "Trained backbone weights to load (test mode, --bb_path); "
                                       "'no' for none."),
-            "net_type": Option(REQUIRED, str, "Backbone.", choices=BACKBONES),
-            "neck": _flag(0, "1 adds the BatchNorm1d bottleneck before a bias-free classifier."),
-            "last_stride": _flag(0, "1 sets the stride of the last ResNet stage to 1."),
+            "net_type": Option(REQUIRED, str, "Backbone: one of the names below, or timm:<model name> for any "
+                               "timm model (e.g. timm:vit_small_patch16_224.dino).", choices=BACKBONES,
+                               open_prefix=TIMM_PREFIX),
+            "neck": _flag(0, "1 adds the BatchNorm1d bottleneck before a bias-free classifier (ResNet-34: "
+                          "built but not applied, only the classifier loses its bias, as in the authors' "
+                          "factory)."),
+            "last_stride": _flag(0, "1 sets the stride of the last ResNet stage to 1 (ignored by ResNet-34, as "
+                                 "in the authors' factory)."),
             "red": Option(4, int, "ResNet-50+: Linear 2048 -> 2048/red (512 for 4); DenseNet: >1 adds a "
                           "Linear to 512; ResNet-18/34 ignore it.", minimum=1),
             "bn_inception": {
@@ -72,12 +81,24 @@ SCHEMA = {
             "imagenet_pretrained": _flag(1, "Ours. 1 starts the trunk from ImageNet weights, 0 from random "
                                          "initialisation (ignored when pretrained_path is set)."),
             "imagenet_weights": Option(None, str, "Ours. Local ImageNet weights file (or URL for "
-                                       "bn_inception); null uses torchvision's weights API and cache.",
-                                       nullable=True),
+                                       "bn_inception; a timm state dict for timm:<name>); null uses "
+                                       "torchvision's weights API and cache (timm models: timm's pretrained "
+                                       "weights from the hub cache or a download).", nullable=True),
             "checkpointing": _flag(0, "Ours. 1 uses gradient checkpointing of the ResNet stages "
                                    "(less memory, same numbers)."),
             "channels_last": _flag(0, "Ours. 1 uses the channels_last memory format (faster on GPU; 1.25x "
                                       "for ResNet-50 training on a 2-core AVX-512 CPU)."),
+            "single_bn_update": _flag(0, "Ours. 1 updates the BatchNorm running statistics of ResNet layer1-4 "
+                                      "once per training step; 0 twice with the same batch, as the authors' "
+                                      "checkpointed ResNet did (DenseNet and BN-Inception: once either way)."),
+            "pool": Option(None, str, "Ours, timm ViTs: pooling of the tokens (token: class token, avg: mean "
+                           "of the patch tokens, gem: GeM p=3 of the patch tokens); null: the model's own.",
+                           choices=("token", "avg", "gem"), nullable=True),
+            "sz_embedding": Option(None, int, "Ours, timm: a Linear 'embed' from the model's width to this "
+                                   "size; null: no Linear, the embedding is the model's width.", minimum=1,
+                                   nullable=True),
+            "freeze_trunk": _flag(0, "Ours, timm: 1 freezes the trunk (eval mode, no gradients); only the "
+                                  "embed Linear, neck, classifier and MPN train."),
         },
         "gnn_params": {
             "pretrained_path": Option("no", str, "Trained MPN weights to load (--gnn_path); 'no' for none."),
@@ -140,6 +161,11 @@ SCHEMA = {
                              "RandomResizedCrop; the default is torchvision's, as the authors used."),
         "skip_broken_images": _flag(0, "Ours. 1 skips unreadable images (counted in the log) instead of "
                                     "stopping."),
+        "erasing_fill": Option("authors", str, "Random erasing fill. authors: the constants (0.4914, 0.4822, "
+                               "0.4465) written into the normalised input of every backbone, for BN-Inception "
+                               "into BGR 0-255 minus the Caffe mean (almost the mean colour); colour (ours): "
+                               "BN-Inception gets the pixel colour they stand for in the ResNet input.",
+                               choices=("authors", "colour")),
     },
     "train_params": {
         "num_classes_iter": Option(6, int, "P: classes per batch.", minimum=1),
@@ -147,7 +173,11 @@ SCHEMA = {
         "lr": Option(REQUIRED, float, "RAdam learning rate.", minimum=0),
         "weight_decay": Option(0.0, float, "Decoupled weight decay.", minimum=0),
         "num_epochs": Option(70, int, "Epochs.", minimum=1),
-        "is_apex": _flag(0, "1: mixed precision (Apex amp O1 if installed, else torch autocast)."),
+        "is_apex": Option("authors", object, "authors: what the authors' code ran whatever their YAML said, "
+                          "mixed precision on CUDA (Apex amp O1 if installed, else float16 autocast with a "
+                          "dynamic gradient scaler) and float32 on the CPU; the run's config.yaml records the "
+                          "0 or 1 it resolved to. 1: mixed precision (bfloat16 autocast on an explicit "
+                          "--device cpu). 0: float32.", choices=("authors", 0, 1)),
         "temperatur": Option(1.0, float, "Authors' spelling, kept on purpose: logits are divided by it.",
                              minimum=1e-8),
         "output_train_enc": Option("plain", str, "Backbone output fed to the MPN.",
@@ -180,6 +210,17 @@ SCHEMA = {
         "graph_scope": Option("local", str, "Ours, multi-GPU: 'local' builds the graph per GPU batch (the "
                               "paper's), 'global' over the batches of all GPUs.", choices=("local", "global")),
         "sync_bn": _flag(0, "Ours, multi-GPU: 1 converts BatchNorm to SyncBatchNorm."),
+        "backbone_lr_scale": Option(1.0, float, "Ours. The backbone trunk's lr is lr times this; its head "
+                                    "(red/embed, neck, classifier) and the MPN keep lr.", minimum=0),
+        "layer_decay": Option(1.0, float, "Ours, timm: layer-wise lr decay (timm's param_groups_layer_decay "
+                              "rule): the last trunk layer keeps the trunk lr, each layer below it gets "
+                              "layer_decay times the lr of the one above (ViT: blocks, then the stem); 1: off.",
+                              minimum=0),
+        "warmup_epochs": Option(0.0, float, "Ours. Linear lr warm-up over this many epochs, updated every "
+                                "step from lr/steps to lr; 0: off.", minimum=0),
+        "grad_clip": Option(None, float, "Ours. Clip the gradient norm of all trained parameters to this "
+                            "(after unscaling mixed-precision gradients); null: off.", minimum=0,
+                            nullable=True),
     },
     "eval_params": {
         "cat": _flag(0, "Authors' key, unused."),
@@ -191,6 +232,10 @@ SCHEMA = {
         "block_size": Option(512, int, "Ours. Queries per block in Recall@K (bounds memory).", minimum=1),
         "metrics": Option([], list, "Ours. Extra metrics besides the paper's: any of map_at_r, "
                           "r_precision, precision_at_1 (pytorch-metric-learning's definitions)."),
+        "kmeans": Option("paper", str, "k-means back end of NMI. paper: scikit-learn (n_init 10, the authors' "
+                         "choice) for cub, cars and demo, auto for sop and in_shop (the authors reported no "
+                         "NMI there); auto: faiss if installed, else sklearn.",
+                         choices=("paper", "sklearn", "faiss", "auto")),
     },
     "hyper_search": {
         "num_trials": Option(30, int, "Ours. Random-search trials (the authors ran 30).", minimum=1),
@@ -294,8 +339,15 @@ def check_value(value, spec, name, source):
     if value is None:
         raise UserInputError(f"Key '{name}' in {source} must be of type {spec.kind.__name__}, got "
                              f"{value!r}; fix its value.")
+    if spec.open_prefix and isinstance(value, str) and value.startswith(spec.open_prefix):
+        if value == spec.open_prefix:
+            raise UserInputError(f"Key '{name}' in {source} is {value!r} without a name after it; write "
+                                 f"{spec.open_prefix}<name>.")
+        return value
     if spec.choices and value not in spec.choices:
         allowed = ", ".join(str(choice) for choice in spec.choices)
+        if spec.open_prefix:
+            allowed += f" or {spec.open_prefix}<name>"
         raise UserInputError(f"Key '{name}' in {source} has the unknown value {value!r}; allowed: {allowed}.")
     if spec.minimum is not None and value < spec.minimum:
         raise UserInputError(f"Key '{name}' in {source} is {value!r} but must be at least {spec.minimum}.")
@@ -363,6 +415,7 @@ def check_consistency(config, source):
                              f"dataset.val is 1, got {fraction}.")
     check_validation_protocol(config["dataset"], source)
     check_extra_metrics(config["eval_params"]["metrics"], source)
+    check_timm_and_schedule_options(config, source)
 
 
 def check_validation_protocol(dataset, source):
@@ -384,6 +437,33 @@ def check_extra_metrics(metrics, source):
                              f"allowed: {', '.join(EXTRA_METRICS)}.")
     if len(set(metrics)) != len(metrics):
         raise UserInputError(f"Key 'eval_params.metrics' in {source} names a metric twice; list each once.")
+
+
+
+def check_timm_and_schedule_options(config, source):
+    """Keys that only work with a timm backbone, or only together with the lr schedule."""
+    encoder, train_params = config["models"]["encoder_params"], config["train_params"]
+    is_timm = encoder["net_type"].startswith(TIMM_PREFIX)
+    defaults = SCHEMA["models"]["encoder_params"]
+    for key in TIMM_ONLY_ENCODER_KEYS:
+        if not is_timm and encoder[key] != defaults[key].default:
+            raise UserInputError(f"Key 'models.encoder_params.{key}' in {source} is only available for "
+                                 f"net_type: timm:<name>, not {encoder['net_type']}; remove it.")
+    layer_decay = train_params["layer_decay"]
+    if not 0 < layer_decay <= 1:
+        raise UserInputError(f"Key 'train_params.layer_decay' in {source} must lie in (0, 1] (1: off), "
+                             f"got {layer_decay}.")
+    if layer_decay != 1 and not is_timm:
+        raise UserInputError(f"Key 'train_params.layer_decay' in {source} needs a timm backbone (its blocks "
+                             f"give the layers), not {encoder['net_type']}; set it to 1.")
+    first_drop = (train_params["lr_drop_epochs"] or [None])[0]
+    if first_drop is not None and train_params["warmup_epochs"] > first_drop - 1:
+        raise UserInputError(f"Key 'train_params.warmup_epochs' in {source} is "
+                             f"{train_params['warmup_epochs']} but the lr drops at epoch {first_drop}; the "
+                             f"warm-up must end before it (at most {first_drop - 1}).")
+    if train_params["grad_clip"] is not None and train_params["grad_clip"] <= 0:
+        raise UserInputError(f"Key 'train_params.grad_clip' in {source} must be positive, or null for no "
+                             f"clipping; got {train_params['grad_clip']}.")
 
 
 def backbone_loss_term(fns):

@@ -16,7 +16,8 @@ import torch.nn.functional as F
 from utils.config import backbone_loss_term, mpn_loss_term
 
 LABEL_SMOOTHING = 0.1
-FOCAL_GAMMA = 2.0
+# The authors' FocalLoss (utils/losses.py of their repository) defaults to gamma 7.
+FOCAL_GAMMA = 7.0
 
 
 def label_smoothed_cross_entropy(logits, labels):
@@ -28,13 +29,16 @@ def plain_cross_entropy(logits, labels):
 
 
 def focal_loss(logits, labels, gamma=FOCAL_GAMMA):
-    """Focal loss (Lin et al. 2017), -(1 - p_t)^gamma log p_t, mean over the batch.
+    """The authors' focal loss: mean over the batch of -(1 - p_t)^gamma log p_t.
 
-    The authors' FocalLoss source is not public with their release; this is
-    the standard form with gamma 2 and no class weighting.
+    As in their FocalLoss (gamma 7, no class weights), the modulating factor
+    (1 - p_t)^gamma is computed from a detached p_t, so the gradient flows
+    through log p_t only: a per-sample weighted cross entropy, not the
+    gradient of Lin et al.'s loss.
     """
     log_p = F.log_softmax(logits.float(), dim=1).gather(1, labels[:, None]).squeeze(1)
-    return (-(1 - log_p.exp()) ** gamma * log_p).mean()
+    weight = (1 - log_p.detach().exp()) ** gamma
+    return (-weight * log_p).mean()
 
 
 TERMS = {

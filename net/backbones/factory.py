@@ -3,7 +3,8 @@
 A registry maps every ``net_type`` to its constructor and its ImageNet
 weights; weights are loaded in one final step: the trained backbone from
 ``pretrained_path`` when given, otherwise the ImageNet trunk (unless
-``imagenet_pretrained: 0``).
+``imagenet_pretrained: 0``). ``timm:<name>`` builds any timm model
+(``timm_backbone.py``); its pretrained weights come with the trunk.
 """
 from functools import partial
 from typing import Callable, NamedTuple, Optional
@@ -12,7 +13,10 @@ import torch
 
 from net.backbones import bn_inception, densenet, resnet
 from net.backbones.imagenet import load_imagenet_trunk
+from net.backbones.timm_backbone import build_timm_backbone, input_config
+from net.backbones.timm_weights import trunk_from_hub, trunk_from_local_file
 from net.weights import load_weights
+from utils.config import TIMM_PREFIX
 from utils.errors import UserInputError
 
 PRETRAINED_PATH_KEY = "--bb_path / models.encoder_params.pretrained_path"
@@ -44,13 +48,34 @@ BACKBONES = {
 }
 
 
-def build_backbone(encoder_params, num_classes):
+def build_backbone(encoder_params, num_classes, crop_size=None):
     """``(module, embed_dim)`` for a validated ``models.encoder_params`` section.
 
     ``module(x, output_option)`` returns ``(logits, embedding)`` with
     ``output_option`` in ``plain`` (L2-normalised), ``norm`` (raw) or ``neck``
-    (after the bottleneck).
+    (after the bottleneck). ``crop_size`` (``dataset.crop_size``) sizes timm
+    models that take an ``img_size``, such as ViTs.
     """
+    net_type = encoder_params["net_type"]
+    if net_type.startswith(TIMM_PREFIX):
+        module = _build_timm(encoder_params, num_classes, crop_size)
+    else:
+        module = _build_registered(encoder_params, num_classes)
+    if encoder_params["channels_last"]:
+        module = module.to(memory_format=torch.channels_last)
+    return module, module.embed_dim
+
+
+def backbone_input_config(net_type):
+    """Preprocessing a backbone needs: ``{mean, std, interpolation}`` of a timm model's pretrained config.
+
+    Empty for the authors' backbones, whose transforms keep the authors'
+    normalisation (0.299 quirk included).
+    """
+    return input_config(net_type) if net_type.startswith(TIMM_PREFIX) else {}
+
+
+def _build_registered(encoder_params, num_classes):
     net_type = encoder_params["net_type"]
     entry = _entry(net_type)
     _check_options(encoder_params, entry)
@@ -60,16 +85,31 @@ def build_backbone(encoder_params, num_classes):
     elif encoder_params["imagenet_pretrained"]:
         load_imagenet_trunk(module, net_type, entry.imagenet_url,
                             encoder_params["imagenet_weights"], entry.adapt_imagenet)
-    if encoder_params["channels_last"]:
-        module = module.to(memory_format=torch.channels_last)
-    return module, module.embed_dim
+    return module
+
+
+def _build_timm(encoder_params, num_classes, crop_size):
+    """timm's pretrained weights arrive with the trunk; trained weights are loaded over everything."""
+    for key in ("last_stride", "checkpointing"):
+        if encoder_params[key]:
+            raise UserInputError(f"models.encoder_params.{key}: 1 is only available for our ResNet backbones, "
+                                 f"not {encoder_params['net_type']}; set it to 0.")
+    load_pretrained = None
+    if encoder_params["pretrained_path"] == "no" and encoder_params["imagenet_pretrained"]:
+        weights_file = encoder_params["imagenet_weights"]
+        load_pretrained = trunk_from_hub if weights_file is None else \
+            partial(trunk_from_local_file, path=weights_file)
+    module = build_timm_backbone(encoder_params, num_classes, crop_size, load_pretrained)
+    if encoder_params["pretrained_path"] != "no":
+        load_weights(module, encoder_params["pretrained_path"], PRETRAINED_PATH_KEY)
+    return module
 
 
 def _entry(net_type):
     if net_type not in BACKBONES:
         raise UserInputError(
             f"models.encoder_params.net_type is {net_type!r}, which is not a known backbone; "
-            f"use one of {', '.join(BACKBONES)}.")
+            f"use one of {', '.join(BACKBONES)} or {TIMM_PREFIX}<timm model name>.")
     return BACKBONES[net_type]
 
 

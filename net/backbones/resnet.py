@@ -1,4 +1,5 @@
 """ResNet backbones: torchvision's trunk, global max pooling, optional ``red`` Linear and neck."""
+import logging
 from contextlib import contextmanager, nullcontext
 from functools import partial
 
@@ -20,6 +21,13 @@ RESNETS = {
 }
 # Quirk (load_net_misc): the authors' load_net forces red = 1 for these.
 _NO_REDUCTION = ("resnet18", "resnet34")
+# Quirk: the authors' resnet34() factory drops its neck and last_stride
+# arguments, so their ResNet-34 keeps stride 2 in layer4 and never applies a
+# neck in forward; load_net still adds the `bottleneck` module (its keys are
+# in their checkpoints) and the bias-free classifier when neck is 1.
+_IGNORES_NECK_AND_LAST_STRIDE = ("resnet34",)
+
+logger = logging.getLogger(__name__)
 
 
 class ResNetBackbone(nn.Module):
@@ -32,7 +40,8 @@ class ResNetBackbone(nn.Module):
     trunk_prefix = ""
     head_prefixes = ("red.", "bottleneck.", "fc.")
 
-    def __init__(self, trunk, num_classes, red, neck, checkpointing):
+    def __init__(self, trunk, num_classes, red, neck, checkpointing, neck_in_forward=True,
+                 single_bn_update=False):
         super().__init__()
         self.conv1 = trunk.conv1
         self.bn1 = trunk.bn1
@@ -50,7 +59,12 @@ class ResNetBackbone(nn.Module):
         self.red = nn.Linear(width, self.embed_dim) if red > 1 else None
         self.bottleneck = make_neck(self.embed_dim) if neck else None
         self.fc = make_classifier(self.embed_dim, num_classes, neck)
+        self.neck_in_forward = neck_in_forward
+        if self.bottleneck is not None and not neck_in_forward:
+            # Never in the graph, so never updated (as theirs); frozen so DDP expects no gradient.
+            self.bottleneck.requires_grad_(False)
         self.checkpointing = checkpointing
+        self.single_bn_update = single_bn_update
 
     def forward(self, x, output_option="plain"):
         """``(logits, embedding)`` of images ``x`` (RGB, ImageNet-normalised)."""
@@ -58,9 +72,41 @@ class ResNetBackbone(nn.Module):
 
     def layer4_features(self, x):
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        for stage in (self.layer1, self.layer2, self.layer3, self.layer4):
-            x = self._run_stage(stage, x)
+        stages = (self.layer1, self.layer2, self.layer3, self.layer4)
+        with self._stage_statistics_as_the_authors(stages):
+            for stage in stages:
+                x = self._run_stage(stage, x)
         return x
+
+    @contextmanager
+    def _stage_statistics_as_the_authors(self, stages):
+        """BatchNorm statistics of layer1-4 updated as twice with the same batch, by default.
+
+        Quirk (bn_double_update): the authors run layer1-4 through reentrant
+        ``torch.utils.checkpoint`` in every forward, and the recomputation in
+        backward updates each of their BatchNorms a second time with the same
+        batch (same input, weights not yet stepped). Two updates with momentum
+        m equal one with 1 - (1 - m)^2 (0.19 for 0.1), for the mean and for
+        the unbiased variance alike, plus one more count in
+        ``num_batches_tracked``; that is done here without a second forward.
+        The stem ``bn1`` and the neck run once in their code too. Only a
+        training forward that builds a graph is doubled (theirs recomputes in
+        backward only). ``single_bn_update`` switches this off.
+        """
+        norms = [] if self.single_bn_update or not (self.training and torch.is_grad_enabled()) else [
+            norm for stage in stages for norm in stage.modules()
+            if isinstance(norm, _BatchNorm) and norm.track_running_stats and norm.momentum is not None]
+        momenta = [norm.momentum for norm in norms]
+        for norm, momentum in zip(norms, momenta):
+            norm.momentum = 1.0 - (1.0 - momentum) ** 2
+        try:
+            yield
+        finally:
+            for norm, momentum in zip(norms, momenta):
+                norm.momentum = momentum
+        with torch.no_grad():
+            for norm in norms:
+                norm.num_batches_tracked.add_(1)
 
     def head(self, layer4_out, output_option="plain"):
         """Global max pool -> ``red`` -> neck -> ``fc`` -> output option.
@@ -70,7 +116,8 @@ class ResNetBackbone(nn.Module):
         embedding = torch.flatten(self.avgpool(layer4_out), 1)
         if self.red is not None:
             embedding = self.red(embedding)
-        return classify(embedding, self.bottleneck, self.fc, output_option)
+        bottleneck = self.bottleneck if self.neck_in_forward else None
+        return classify(embedding, bottleneck, self.fc, output_option)
 
     def _run_stage(self, stage, x):
         """Run one stage, recomputed in backward when checkpointing a training step.
@@ -87,8 +134,9 @@ def _batchnorm_stats_kept_on_recompute(stage):
     """Checkpoint contexts: plain forward, and a recompute that leaves BN buffers as they were.
 
     The recomputation in backward runs the stage's BatchNorms in training mode
-    a second time, which would update their running statistics (and batch
-    counters) twice per step.
+    again, which would add an update of their running statistics (and batch
+    counters) to the one of the forward, where the authors' double update is
+    already applied (``_stage_statistics_as_the_authors``).
     """
     return nullcontext(), _batchnorm_buffers_restored(stage)
 
@@ -117,11 +165,17 @@ def build_resnet(net_type, encoder_params, num_classes):
     """The ResNet ``net_type`` with randomly initialised trunk and head."""
     constructor, _ = RESNETS[net_type]
     trunk = constructor(weights=None)
-    if encoder_params["last_stride"]:
+    ignores_options = net_type in _IGNORES_NECK_AND_LAST_STRIDE
+    if ignores_options and (encoder_params["neck"] or encoder_params["last_stride"]):
+        logger.info("%s: as in the authors' factory, neck and last_stride do not change the network "
+                    "(layer4 keeps stride 2, the neck is built but not applied; a neck only makes the "
+                    "classifier bias-free)", net_type)
+    if encoder_params["last_stride"] and not ignores_options:
         _set_last_stride_one(trunk.layer4)
     red = 1 if net_type in _NO_REDUCTION else encoder_params["red"]
     return ResNetBackbone(trunk, num_classes, red=red, neck=encoder_params["neck"],
-                          checkpointing=encoder_params["checkpointing"])
+                          checkpointing=encoder_params["checkpointing"], neck_in_forward=not ignores_options,
+                          single_bn_update=bool(encoder_params["single_bn_update"]))
 
 
 def imagenet_url(net_type):
