@@ -32,6 +32,17 @@ def load_rgb(path):
         return image.convert("RGB")
 
 
+def transform_with_seed(transform, image, seed):
+    """``transform(image)`` with torch's CPU generator seeded from ``seed``, restored afterwards.
+
+    torchvision's random transforms (and our erasing) draw from that generator;
+    forking it keeps the caller's random stream (dropout, ...) untouched.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(seed)
+        return transform(image)
+
+
 class ImageListDataset(torch.utils.data.Dataset):
     """Items are ``(image, label, index, path)``, as in the authors' datasets.
 
@@ -51,7 +62,9 @@ class ImageListDataset(torch.utils.data.Dataset):
     def __len__(self):
         return len(self.paths)
 
-    def __getitem__(self, index):
+    def __getitem__(self, key):
+        """``key``: an index, or ``(index, seed)`` to draw the random transforms from ``seed``."""
+        index, seed = key if isinstance(key, tuple) else (key, None)
         path = self.paths[index]
         try:
             image = load_rgb(path)
@@ -61,5 +74,5 @@ class ImageListDataset(torch.utils.data.Dataset):
                 return BrokenImage(index, path, str(error))
             raise UserInputError(broken_image_message(path, error)) from error
         if self.transform is not None:
-            image = self.transform(image)
+            image = self.transform(image) if seed is None else transform_with_seed(self.transform, image, seed)
         return image, self.labels[index], index, path
