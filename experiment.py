@@ -20,6 +20,7 @@ from utils.config import config_to_yaml
 from utils.io import atomic_write_text
 from utils.losses import IntraBatchLoss
 from utils.precision import Precision, build_precision, initialize_apex
+from utils.resume import RECORD_NAME
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +32,10 @@ def seed_everything(seed):
 
 
 def write_resolved_config(config, run_dir):
-    atomic_write_text(run_dir / "config.yaml", config_to_yaml(config))
+    """``config.yaml`` for the reader and the hidden record a resume is checked against."""
+    text = config_to_yaml(config)
+    atomic_write_text(run_dir / "config.yaml", text)
+    atomic_write_text(run_dir / RECORD_NAME, text)
 
 
 @dataclass

@@ -16,6 +16,7 @@ from utils.checkpoint import resolve_resume_path
 from utils.config import load_config
 from utils.distributed import Distributed
 from utils.errors import UserInputError
+from utils.resume import RESUME_SAFE_KEYS, describe, differences, recorded_config
 from utils.run_dir import attach_log_file, detach_log_file, make_run_dir, setup_console_logging
 
 logger = logging.getLogger("train")
@@ -71,14 +72,31 @@ def run_name(config):
 
 
 def load_run_config(args):
-    """The config of a new run, or of the run that ``--resume`` continues, with the flags applied."""
-    resume_path = resolve_resume_path(args.resume) if args.resume else None
-    config_path = resume_path.parent / "config.yaml" if resume_path else args.config_path
+    """The config of a new run, or of the run that ``--resume`` continues, with the flags applied.
+
+    Returns ``(config, resume_path, changes)``; ``changes`` lists the keys a
+    resume may change that differ from the run's record (see utils.resume).
+    """
+    if not args.resume:
+        return load_config(args.config_path, config_overrides(args)), None, []
+    resume_path = resolve_resume_path(args.resume)
+    run_dir = resume_path.parent
+    config_path = run_dir / "config.yaml"
+    if not config_path.is_file():
+        raise UserInputError(f"--resume {args.resume}: the run folder {run_dir} has no config.yaml, which "
+                             "records the run to continue (--config_path is not used with --resume); put "
+                             "the run's config.yaml back, or start a new run.")
     config = load_config(config_path, config_overrides(args))
-    if resume_path is not None and config["mode"] != "train":
+    if config["mode"] != "train":
         raise UserInputError(f"--resume {args.resume}: that run has mode '{config['mode']}', and only training "
                              "runs can be resumed; start it again instead.")
-    return config, resume_path
+    changes = differences(recorded_config(run_dir), config)
+    refused = [change for change in changes if change[0] not in RESUME_SAFE_KEYS]
+    if refused:
+        raise UserInputError(f"--resume {args.resume} continues the recorded run exactly, but {describe(refused)} "
+                             f"differ(s) from its record (from {config_path} or the command line); undo "
+                             "that, or start a new run with it.")
+    return config, resume_path, changes
 
 
 def create_run_dir(args, config, resume_path, distributed):
@@ -110,7 +128,7 @@ def main(argv=None):
         is_main = distributed is None or distributed.is_main
         if not is_main:
             logging.getLogger().setLevel(logging.WARNING)
-        config, resume_path = load_run_config(args)
+        config, resume_path, resume_changes = load_run_config(args)
         device, device_requested = distributed.device_and_request() if distributed else resolve_device(args.device)
         mode = config["mode"]
         if mode == "hyper_search":
@@ -119,8 +137,11 @@ def main(argv=None):
         run_dir = create_run_dir(args, config, resume_path, distributed)
         if is_main:
             log_file = attach_log_file(run_dir)
-            if resume_path is None:
+            if resume_path is None or resume_changes:
                 write_resolved_config(config, run_dir)
+            if resume_changes:
+                logger.info("Resuming with %s (changes a resume allows), recorded in %s",
+                            describe(resume_changes), run_dir / "config.yaml")
         logger.info("Run folder %s, device %s, mode %s%s", run_dir, device, mode,
                     f", torchrun: {distributed.world_size} process(es), {distributed.backend()}"
                     if distributed else "")
