@@ -57,3 +57,77 @@ def test_resume_of_a_run_folder_without_config_yaml_says_so(tmp_path, caplog):
     with caplog.at_level(logging.ERROR):
         assert train.main(["--resume", str(tmp_path)]) == 2
     assert "has no config.yaml" in caplog.text and "--config_path is not used with --resume" in caplog.text
+
+
+def config_with(tmp_path, text_edit):
+    """The tiny demo config as text, edited by ``text_edit(text) -> text``, written to a file."""
+    from pathlib import Path
+    text = (Path(train.__file__).parent / "config" / "config_demo_train.yaml").read_text()
+    path = tmp_path / "edited.yaml"
+    path.write_text(text_edit(text))
+    return path
+
+
+def test_a_key_given_twice_is_refused_naming_it_and_both_lines(tmp_path):
+    from utils.config import load_config
+    from utils.errors import UserInputError
+
+    def lr_twice(text):
+        lines = text.splitlines()
+        at = next(number for number, line in enumerate(lines) if line.strip().startswith("lr:"))
+        return "\n".join(lines[:at + 1] + [lines[at].replace("lr:", "lr: 0.5 #")] + lines[at + 1:]) + "\n"
+
+    path = config_with(tmp_path, lr_twice)
+    line = next(number for number, text in enumerate(path.read_text().splitlines(), 1) if text.strip().startswith("lr:"))
+    with pytest.raises(UserInputError, match=rf"sets 'lr' twice, at lines {line} and {line + 1}"):
+        load_config(path)
+
+
+def test_a_section_given_twice_is_refused_naming_it(tmp_path):
+    from utils.config import load_config
+    from utils.errors import UserInputError
+    path = config_with(tmp_path, lambda text: text + "eval_params:\n  batch_size: 8\n")
+    with pytest.raises(UserInputError, match="sets 'eval_params' twice"):
+        load_config(path)
+
+
+@pytest.mark.parametrize("key, value", [
+    ("train_params.temperatur", "inf"), ("train_params.lr", "inf"), ("train_params.lr", ".nan"),
+    ("train_params.lr", "2.0"), ("train_params.weight_decay", "-1.0"),
+    ("models.gnn_params.gnn.dropout_1", "1.5"), ("dataset.val_fraction", "7.0"),
+    ("train_params.loss_fn.scaling_ce", "-.inf"), ("train_params.loss_fn.soft_temp", ".inf"),
+])
+def test_float_keys_must_be_finite_and_in_range(tmp_path, key, value):
+    from tests.conftest import tiny_train_config
+    from utils.config import load_config
+    from utils.errors import UserInputError
+    raw = tiny_train_config(tmp_path)
+    *parents, leaf = key.split(".")
+    node = raw
+    for name in parents:
+        node = node[name]
+    node[leaf] = yaml.safe_load(value) if value.startswith((".", "-.")) else value
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(UserInputError, match=rf"Key '{key}' .* but must be"):
+        load_config(path)
+
+
+def test_an_integer_key_given_a_fraction_quotes_what_was_written(tmp_path):
+    from tests.conftest import tiny_train_config
+    from utils.config import load_config
+    from utils.errors import UserInputError
+    raw = tiny_train_config(tmp_path)
+    raw["dataset"]["num_classes"] = 2.5
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(UserInputError, match="must be of type int, got 2.5"):
+        load_config(path)
+
+
+def test_an_lr_drop_at_epoch_1_is_refused_before_training(tmp_path, write_tiny_config, caplog):
+    config = write_tiny_config(lr_drop_epochs=[1])
+    with caplog.at_level(logging.ERROR):
+        assert train.main(["--config_path", str(config), "--output_dir", str(tmp_path / "runs")]) == 2
+    assert "lr_drop_epochs" in caplog.text and ">= 2" in caplog.text
+    assert not (tmp_path / "runs").exists()
