@@ -131,3 +131,54 @@ def test_an_lr_drop_at_epoch_1_is_refused_before_training(tmp_path, write_tiny_c
         assert train.main(["--config_path", str(config), "--output_dir", str(tmp_path / "runs")]) == 2
     assert "lr_drop_epochs" in caplog.text and ">= 2" in caplog.text
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_symlink_loop_in_a_class_folder_counts_each_image_once(dataset_image_tree):
+    import os
+
+    from dataset.build import build_dataset
+    root = dataset_image_tree([4, 4, 4, 4])
+    class_dir = root / "images" / "class_00"
+    (class_dir / "sub").mkdir()
+    os.symlink("..", class_dir / "sub" / "loop")
+    os.symlink(class_dir / "img_000.jpg", class_dir / "sub" / "again.jpg")
+    train_set = build_dataset("cub", root, "train", 2, None)
+    assert len(train_set) == 8
+    assert train_set.labels.count(0) == 4
+
+
+def high_bit_depth_files(folder):
+    import numpy as np
+    import PIL.Image
+    grey16 = np.full((6, 5), 40000, dtype=np.uint16)
+    grey16[0, 0] = 65535
+    floats = np.full((6, 5), 0.5, dtype=np.float32)
+    files = {}
+    for name, pixels in (("grey16.png", grey16), ("grey16.tif", grey16), ("float.tif", floats)):
+        PIL.Image.fromarray(pixels).save(folder / name)
+        files[name] = folder / name
+    return files
+
+
+def test_16_bit_and_float_images_are_scaled_to_8_bits_not_clipped(tmp_path):
+    import numpy as np
+
+    from dataset.image_list import load_rgb
+    files = high_bit_depth_files(tmp_path)
+    for name in ("grey16.png", "grey16.tif"):
+        pixels = np.asarray(load_rgb(files[name]))
+        assert pixels.shape == (6, 5, 3)
+        assert pixels[1, 1].tolist() == [round(40000 * 255 / 65535)] * 3 and pixels[0, 0].tolist() == [255] * 3
+    assert np.asarray(load_rgb(files["float.tif"]))[2, 2].tolist() == [128] * 3
+
+
+def test_a_float_image_out_of_range_is_refused_naming_the_file(tmp_path):
+    import numpy as np
+    import PIL.Image
+
+    from dataset.image_list import ImageListDataset
+    from utils.errors import UserInputError
+    path = tmp_path / "hdr.tif"
+    PIL.Image.fromarray(np.full((4, 4), 7.5, dtype=np.float32)).save(path)
+    with pytest.raises(UserInputError, match=r"hdr.tif cannot be read \(a float image with values outside 0..1"):
+        ImageListDataset([path], [0], None)[0]
