@@ -106,17 +106,22 @@ def build_models(config, num_classes, device):
     return backbone, mpn.to(device)
 
 
-def build_evaluators(config, device, autocast_dtype=None, distributed=None):
+def build_evaluators(config, device, autocast_dtype=None, distributed=None, stop_request=None):
     """The test evaluator of the dataset's metric set, and the validation one when classes are held out.
 
     Under torchrun every rank embeds its shard; the shards are gathered and
-    the metrics computed on rank 0, then shared, so all ranks agree.
+    the metrics computed on rank 0, then shared, so all ranks agree. With a
+    ``stop_request`` an evaluation stops within one batch of a signal (all
+    ranks together).
     """
+    should_stop = None
+    if stop_request is not None:
+        should_stop = (lambda: distributed.any_rank(stop_request.is_set())) if distributed else stop_request.is_set
     options = dict(device=device, autocast_dtype=autocast_dtype, block_size=config["eval_params"]["block_size"],
                    nmi_seed=config["train_params"]["seed"],
                    gather=distributed.gather_embeddings if distributed else None,
                    share=distributed.share_from_main if distributed else None,
-                   output_option=config["eval_params"]["output_test_enc"])
+                   output_option=config["eval_params"]["output_test_enc"], should_stop=should_stop)
     evaluators = {"test": Evaluator(config["dataset"]["dataset_short"], **options)}
     if config["dataset"]["val"] and config["mode"] != "test":
         evaluators["val"] = Evaluator(VALIDATION_METRIC_SET, **options)

@@ -21,6 +21,7 @@ from utils.io import atomic_write_text
 from utils.losses import IntraBatchLoss
 from utils.precision import Precision, build_precision, initialize_apex
 from utils.resume import RECORD_NAME
+from utils.signals import RunInterrupted
 
 logger = logging.getLogger(__name__)
 
@@ -52,8 +53,11 @@ class Setup:
     distributed: object = None
 
 
-def build_setup(config, mode, device, device_requested=False, distributed=None):
-    """Data, models, precision and evaluators for ``mode`` ('train' or 'test')."""
+def build_setup(config, mode, device, device_requested=False, distributed=None, stop_request=None):
+    """Data, models, precision and evaluators for ``mode`` ('train' or 'test').
+
+    ``stop_request`` makes the evaluations stop within one batch of a signal.
+    """
     seed_everything(config["train_params"]["seed"])
     ensure_dataset_present(config)
     rank, world_size = (distributed.rank, distributed.world_size) if distributed else (0, 1)
@@ -62,7 +66,7 @@ def build_setup(config, mode, device, device_requested=False, distributed=None):
     backbone, mpn = build_models(config, data.num_train_classes, device)
     if distributed is not None:
         distributed.check_options(config)
-    evaluators = build_evaluators(config, device, precision.dtype, distributed)
+    evaluators = build_evaluators(config, device, precision.dtype, distributed, stop_request)
     return Setup(config, device, data, precision, backbone, mpn, evaluators, distributed)
 
 
@@ -85,7 +89,11 @@ def run_train(setup, run_dir, resume_path=None, stop_request=None):
 
 def run_test(setup, run_dir):
     """Evaluate the backbone (weights of ``models.encoder_params.pretrained_path``) once."""
-    metrics = setup.evaluators["test"].evaluate(setup.backbone, **setup.data.eval_loaders["test"])
+    try:
+        metrics = setup.evaluators["test"].evaluate(setup.backbone, **setup.data.eval_loaders["test"])
+    except RunInterrupted:
+        raise RunInterrupted(f"Stopped during the test evaluation; {run_dir} holds only config.yaml and "
+                             "train.log, run the test again for metrics.json.") from None
     logger.info("Test: %s", format_metrics(metrics))
     if setup.distributed is None or setup.distributed.is_main:
         atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2))

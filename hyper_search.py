@@ -17,6 +17,7 @@ from utils.config import config_to_yaml
 from utils.errors import UserInputError
 from utils.history import History
 from utils.io import atomic_write_text
+from utils.signals import RunInterrupted
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +59,13 @@ def trial_config(config, draw):
     return trial
 
 
-def run_hyper_search(config, run_dir, device, device_requested=False):
+def interrupted_in_trial(index, num_trials, run_dir, finished, error):
+    kept = (f"{run_dir / 'trials.csv'} lists the {finished} finished trial(s) and "
+            f"{run_dir / 'best_config.yaml'} is the best so far" if finished else "no trial had finished")
+    return RunInterrupted(f"Stopped in trial {index}/{num_trials} ({error}); {kept}.")
+
+
+def run_hyper_search(config, run_dir, device, device_requested=False, stop_request=None):
     rng = random.Random(config["train_params"]["seed"])
     trials = History()
     best_score, best_config = -1.0, None
@@ -70,7 +77,11 @@ def run_hyper_search(config, run_dir, device, device_requested=False):
         trial_dir.mkdir()
         write_resolved_config(trial, trial_dir)
         logger.info("Trial %d/%d: %s", index, num_trials, draw)
-        summary = run_train(build_setup(trial, "train", device, device_requested), trial_dir)
+        try:
+            summary = run_train(build_setup(trial, "train", device, device_requested, stop_request=stop_request),
+                                trial_dir, stop_request=stop_request)
+        except RunInterrupted as error:
+            raise interrupted_in_trial(index, num_trials, run_dir, len(trials.rows), error) from None
         score = max((value for key, value in summary["best_metrics"].items() if key.endswith("R@1")), default=0.0)
         trials.append({"trial": index, **draw, "best_R@1": score, "best_epoch": summary["best_epoch"]})
         trials.write_csv(run_dir / "trials.csv")

@@ -6,6 +6,7 @@ The config is validated once, up front; a problem the user can fix stops
 the run with one sentence and exit code 2 before any long work starts.
 """
 import argparse
+import json
 import logging
 import sys
 from pathlib import Path
@@ -16,6 +17,7 @@ from utils.checkpoint import resolve_resume_path
 from utils.config import load_config
 from utils.distributed import Distributed
 from utils.errors import UserInputError
+from utils.io import atomic_write_text
 from utils.resume import RESUME_SAFE_KEYS, describe, differences, recorded_config
 from utils.run_dir import attach_log_file, detach_log_file, make_run_dir, setup_console_logging
 
@@ -112,16 +114,30 @@ def create_run_dir(args, config, resume_path, distributed):
     return run_dir
 
 
+def report_failure(error, run_dir, is_main):
+    """The sentence once (rank 0 under torchrun), last in train.log; a run folder's summary says it failed."""
+    if not is_main:
+        return
+    logger.error("%s", error)
+    if run_dir is not None and not (Path(run_dir) / "summary.json").exists():
+        try:
+            atomic_write_text(Path(run_dir) / "summary.json",
+                              json.dumps({"status": "failed", "error": str(error)}, indent=2))
+        except UserInputError:
+            pass  # the disk that failed the run may not take this file either; the log has the sentence
+
+
 def main(argv=None):
     setup_console_logging()
     args = parse_args(argv)
     # Imported late so that `--help` and config errors answer without loading the models.
     from experiment import build_setup, run_test, run_train, write_resolved_config
     from hyper_search import check_search_space, run_hyper_search
-    from trainer import TrainingDiverged, TrainingInterrupted
-    from utils.signals import StopRequest
+    from trainer import TrainingDiverged
+    from utils.signals import RunInterrupted, StopRequest
 
-    log_file = distributed = None
+    log_file = distributed = run_dir = None
+    is_main = True
     stop_request = StopRequest()
     try:
         distributed = Distributed.from_environment(args.device)
@@ -133,7 +149,8 @@ def main(argv=None):
         mode = config["mode"]
         if mode == "hyper_search":
             check_search_space(config, args.config_path)
-        setup = None if mode == "hyper_search" else build_setup(config, mode, device, device_requested, distributed)
+        setup = None if mode == "hyper_search" else build_setup(config, mode, device, device_requested, distributed,
+                                                                stop_request)
         run_dir = create_run_dir(args, config, resume_path, distributed)
         if is_main:
             log_file = attach_log_file(run_dir)
@@ -145,24 +162,28 @@ def main(argv=None):
         logger.info("Run folder %s, device %s, mode %s%s", run_dir, device, mode,
                     f", torchrun: {distributed.world_size} process(es), {distributed.backend()}"
                     if distributed else "")
-        if mode == "test":
-            run_test(setup, run_dir)
-        elif mode == "hyper_search":
-            run_hyper_search(config, run_dir, device, device_requested)
-        else:
-            stop_request.install()
-            try:
+        stop_request.install()
+        try:
+            if mode == "test":
+                run_test(setup, run_dir)
+            elif mode == "hyper_search":
+                run_hyper_search(config, run_dir, device, device_requested, stop_request)
+            else:
                 run_train(setup, run_dir, resume_path, stop_request)
-            finally:
-                stop_request.uninstall()
+        finally:
+            stop_request.uninstall()
     except UserInputError as error:
-        logger.error("%s", error)
+        report_failure(error, run_dir, is_main)
         return UserInputError.exit_code
-    except TrainingInterrupted as error:
+    except RunInterrupted as error:
         logger.warning("%s", error)
         return stop_request.exit_code
+    except KeyboardInterrupt:
+        kept = f"what {run_dir} held before is kept" if run_dir else "nothing was written"
+        logger.warning("Stopped at once by SIGINT; %s.", kept)
+        return stop_request.exit_code
     except TrainingDiverged as error:
-        logger.error("%s", error)
+        report_failure(error, run_dir, is_main)
         return EXIT_DIVERGED
     finally:
         if log_file is not None:

@@ -18,8 +18,9 @@ from tqdm import tqdm
 from evaluation import format_metrics
 from utils.checkpoint import CHECKPOINT_NAME, capture_rng_state, restore_rng_state, save_checkpoint
 from utils.history import History, is_metric_column
-from utils.io import atomic_torch_save, atomic_write_text
+from utils.io import atomic_torch_save, atomic_write_text, write_together
 from utils.optim import build_optimizer
+from utils.signals import RunInterrupted
 
 logger = logging.getLogger(__name__)
 
@@ -28,8 +29,8 @@ class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
 
 
-class TrainingInterrupted(RuntimeError):
-    """A stop was requested (SIGINT/SIGTERM); a resumable checkpoint was written."""
+class TrainingInterrupted(RunInterrupted):
+    """A stop was requested (SIGINT/SIGTERM); a resumable checkpoint was written or kept."""
 
 
 @dataclass
@@ -180,7 +181,10 @@ class Trainer:
     def evaluate(self, epoch):
         """Metrics used for model selection: the validation classes if held out, else the test set."""
         split = self.selection_split
-        metrics = self.evaluators[split].evaluate(self.backbone, **self.data.eval_loaders[split])
+        try:
+            metrics = self.evaluators[split].evaluate(self.backbone, **self.data.eval_loaders[split])
+        except RunInterrupted:
+            raise self.interrupted_during(f"the evaluation of epoch {epoch}") from None
         logger.info("Epoch %d %s: %s", epoch, split, format_metrics(metrics))
         return {f"{split}_{name}": value for name, value in metrics.items()}
 
@@ -195,10 +199,12 @@ class Trainer:
         self.history.append(row)
         self.epoch = epoch
         if self.is_main:
-            self.history.write_csv(self.run_dir / "metrics.csv")
+            # last.pth and metrics.csv must agree: both are renamed into place only once both were written.
+            with write_together():
+                save_checkpoint(self.run_dir / CHECKPOINT_NAME, self.state_dict())
+                self.history.write_csv(self.run_dir / "metrics.csv")
             self.history.plot(self.run_dir, [c for c in self.history.columns() if c.startswith("loss_")],
                               [c for c in self.history.columns() if is_metric_column(c)])
-            save_checkpoint(self.run_dir / CHECKPOINT_NAME, self.state_dict())
 
     # ------------------------------------------------------------- results
     def finish(self):
@@ -207,7 +213,10 @@ class Trainer:
                    "last_epoch": self.epoch, "last_metrics": self._last_metrics()}
         if "val" in self.evaluators and self.best.backbone is not None:
             unwrap(self.backbone).load_state_dict(self.best.backbone)
-            test_metrics = self.evaluators["test"].evaluate(self.backbone, **self.data.eval_loaders["test"])
+            try:
+                test_metrics = self.evaluators["test"].evaluate(self.backbone, **self.data.eval_loaders["test"])
+            except RunInterrupted:
+                raise self.interrupted_during("the final test evaluation") from None
             summary["test_metrics_of_best_epoch"] = test_metrics
             logger.info("Test set, weights of epoch %d: %s", self.best.epoch, format_metrics(test_metrics))
         if self.is_main and self.best.backbone is not None:
@@ -252,6 +261,14 @@ class Trainer:
         self.resume_step = state["resume_step"]
         self.partial_sums = dict(state["partial_sums"])
         restore_rng_state(state["rng"])
+
+    def interrupted_during(self, what):
+        """Stopped in an evaluation: the checkpoint of the last completed epoch stays as it was."""
+        if not self.history.rows:
+            return TrainingInterrupted(f"Stopped during {what}, before any epoch was completed; nothing to "
+                                       "resume, start the run again.")
+        return TrainingInterrupted(f"Stopped during {what}; {self.run_dir / CHECKPOINT_NAME} holds epoch "
+                                   f"{self.epoch}, resume with `python train.py --resume {self.run_dir}`.")
 
     def save_interrupted(self, epoch, steps_done, sums):
         """Write a checkpoint in the middle of ``epoch`` and stop."""

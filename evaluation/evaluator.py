@@ -20,10 +20,12 @@ class Evaluator:
     concatenated over all processes (indices a DistributedSampler duplicated
     to pad its shards are dropped afterwards), and ``share(compute)`` runs
     ``compute()`` on one process and returns its result on all of them.
+    ``should_stop()`` (asked after every embedding batch, the same number of
+    times on every process) stops the evaluation with ``RunInterrupted``.
     """
 
     def __init__(self, dataset_short, device, autocast_dtype=None, block_size=DEFAULT_BLOCK_SIZE,
-                 nmi_seed=0, gather=None, share=None, output_option="plain"):
+                 nmi_seed=0, gather=None, share=None, output_option="plain", should_stop=None):
         self.metric_set = metric_set(dataset_short)
         self.device = torch.device(device)
         self.autocast_dtype = autocast_dtype
@@ -32,6 +34,7 @@ class Evaluator:
         self.gather = gather
         self.share = share
         self.output_option = output_option
+        self.should_stop = should_stop
         self._backend_logged = False
 
     def evaluate(self, model, loader=None, query_loader=None, gallery_loader=None):
@@ -74,7 +77,8 @@ class Evaluator:
 
     def _embed(self, model, loader):
         embeddings, labels, indices = extract_embeddings(model, loader, self.device,
-                                                         self.autocast_dtype, self.output_option)
+                                                         self.autocast_dtype, self.output_option,
+                                                         self.should_stop)
         if self.gather is not None:
             embeddings, labels, indices = self.gather(embeddings, labels, indices)
         return in_index_order(embeddings, labels, indices)

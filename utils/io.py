@@ -55,8 +55,11 @@ def write_failure(path, error):
 
 def _write_temporary(path, data):
     """``data`` in a fsync'ed temporary file beside ``path`` with the umask's mode; returns its path."""
-    remove_stale_temporaries(path)
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=_temporary_prefix(path), suffix=".tmp")
+    try:
+        remove_stale_temporaries(path)
+        descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=_temporary_prefix(path), suffix=".tmp")
+    except OSError as error:
+        raise write_failure(path, error) from None
     try:
         with os.fdopen(descriptor, "wb") as handle:
             handle.write(data)
