@@ -182,3 +182,48 @@ def test_a_float_image_out_of_range_is_refused_naming_the_file(tmp_path):
     PIL.Image.fromarray(np.full((4, 4), 7.5, dtype=np.float32)).save(path)
     with pytest.raises(UserInputError, match=r"hdr.tif cannot be read \(a float image with values outside 0..1"):
         ImageListDataset([path], [0], None)[0]
+
+
+def search_config(tmp_path, images_per_class, num_trials):
+    from tests.conftest import tiny_train_config, write_class_pattern_images
+    root = write_class_pattern_images(tmp_path / "data", 32, images_per_class)
+    raw = tiny_train_config(root, max_iters_per_epoch=1)
+    raw["mode"] = "hyper_search"
+    raw["hyper_search"] = {"num_trials": num_trials, "num_epochs": 1}
+    raw["dataset"]["num_classes"] = raw["models"]["gnn_params"]["classifier"]["num_classes"] = 16
+    path = tmp_path / "search.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_hyper_search_checks_every_draw_before_the_first_trial(tmp_path, caplog):
+    # Seed 0 draws P x K = 12 x 3 first (fits 16 x 3 images), then 10 x 6 (does not).
+    config = search_config(tmp_path, images_per_class=3, num_trials=3)
+    with caplog.at_level(logging.ERROR):
+        assert train.main(["--config_path", str(config), "--output_dir", str(tmp_path / "runs")]) == 2
+    assert "trial 2 of 3 would draw P x K = 10 x 6" in caplog.text
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.slow
+def test_sigint_in_hyper_search_says_which_trials_were_kept_and_exits_130(tmp_path, monkeypatch, caplog):
+    import csv
+
+    from trainer import Trainer
+    real_step = Trainer.training_step
+
+    def stop_in_trial_two(self, images, labels, epoch, step):
+        result = real_step(self, images, labels, epoch, step)
+        if self.run_dir.name == "trial_002":
+            self.stop_request._event.set()
+        return result
+
+    monkeypatch.setattr(Trainer, "training_step", stop_in_trial_two)
+    config = search_config(tmp_path, images_per_class=10, num_trials=3)
+    with caplog.at_level(logging.WARNING):
+        assert train.main(["--config_path", str(config), "--output_dir", str(tmp_path / "runs")]) == 130
+    assert "Stopped in trial 2/3" in caplog.text and "lists the 1 finished trial(s)" in caplog.text
+    folder = only_run_folder(tmp_path / "runs")
+    with open(folder / "trials.csv") as handle:
+        assert [row["trial"] for row in csv.DictReader(handle)] == ["1"]
+    assert (folder / "best_config.yaml").is_file()
