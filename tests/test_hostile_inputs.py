@@ -227,3 +227,43 @@ def test_sigint_in_hyper_search_says_which_trials_were_kept_and_exits_130(tmp_pa
     with open(folder / "trials.csv") as handle:
         assert [row["trial"] for row in csv.DictReader(handle)] == ["1"]
     assert (folder / "best_config.yaml").is_file()
+
+
+def test_bb_path_given_a_runs_last_pth_says_it_is_resumable_and_which_file_to_pass(tmp_path):
+    import torch
+
+    from net.weights import read_state_dict
+    from utils.checkpoint import capture_rng_state, save_checkpoint
+    from utils.errors import UserInputError
+    run = tmp_path / "run"
+    run.mkdir()
+    save_checkpoint(run / "last.pth", {"epoch": 1, "backbone": {"fc.bias": torch.zeros(2)}, "rng": capture_rng_state()})
+    with pytest.raises(UserInputError, match=r"is a resumable training checkpoint, not weights; give the best "
+                                             r"weights of that run .*summary.json.* or continue the run with --resume"):
+        read_state_dict(run / "last.pth", "--bb_path")
+
+
+def test_atomic_writes_respect_the_umask_and_remove_stale_temporaries(tmp_path):
+    import os
+    import stat
+
+    from utils import io
+    stale = tmp_path / ".last.pth.k9x2.tmp"
+    stale.write_bytes(b"left by kill -9")
+    other = tmp_path / ".metrics.csv.a1.tmp"
+    other.write_bytes(b"another file's")
+    io.atomic_write(tmp_path / "last.pth", b"new")
+    assert not stale.exists() and other.exists()
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE((tmp_path / "last.pth").stat().st_mode) == 0o666 & ~mask
+
+
+def test_atomic_write_can_refuse_to_replace(tmp_path):
+    from utils import io
+    from utils.errors import UserInputError
+    target = tmp_path / "mine.png"
+    target.write_bytes(b"user")
+    with pytest.raises(UserInputError, match="already exists and is not replaced"):
+        io.atomic_write(target, b"demo", replace=False)
+    assert target.read_bytes() == b"user" and [path.name for path in tmp_path.iterdir()] == ["mine.png"]
