@@ -9,6 +9,7 @@ import argparse
 import json
 import logging
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -25,6 +26,7 @@ logger = logging.getLogger("train")
 
 DEFAULT_CONFIG = "config/config_demo_train.yaml"
 EXIT_DIVERGED = 1
+OTHER_RANKS_EXIT_DELAY_S = 2.0
 
 
 def parse_args(argv=None):
@@ -115,8 +117,13 @@ def create_run_dir(args, config, resume_path, distributed):
 
 
 def report_failure(error, run_dir, is_main):
-    """The sentence once (rank 0 under torchrun), last in train.log; a run folder's summary says it failed."""
+    """The sentence once (rank 0 under torchrun), last in train.log; a run folder's summary says it failed.
+
+    The other ranks exit silently, a moment later: torchrun stops the
+    remaining processes as soon as one exits, and rank 0 must get to print.
+    """
     if not is_main:
+        time.sleep(OTHER_RANKS_EXIT_DELAY_S)
         return
     logger.error("%s", error)
     if run_dir is not None and not (Path(run_dir) / "summary.json").exists():
