@@ -267,3 +267,12 @@ def test_atomic_write_can_refuse_to_replace(tmp_path):
     with pytest.raises(UserInputError, match="already exists and is not replaced"):
         io.atomic_write(target, b"demo", replace=False)
     assert target.read_bytes() == b"user" and [path.name for path in tmp_path.iterdir()] == ["mine.png"]
+
+
+def test_resume_differences_ignore_keys_added_to_the_schema_later_at_their_default():
+    from utils.resume import differences
+    recorded = {"train_params": {"lr": 0.1}}
+    current = {"train_params": {"lr": 0.1, "eval_before_training": 0}}
+    assert differences(recorded, current) == []
+    assert differences(recorded, {"train_params": {"lr": 0.1, "eval_before_training": 1}}) == [
+        ("train_params.eval_before_training", None, 1)]

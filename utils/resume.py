@@ -12,6 +12,8 @@ from pathlib import Path
 
 import yaml
 
+from utils.config import iter_options
+
 RECORD_NAME = ".config_recorded.yaml"
 RESUME_SAFE_KEYS = (
     "train_params.num_epochs",
@@ -42,10 +44,16 @@ def recorded_config(run_dir):
 
 
 def differences(recorded, current):
-    """``[(dotted key, recorded value, current value)]`` for every key whose value differs."""
+    """``[(dotted key, recorded value, current value)]`` for every key whose value differs.
+
+    A key the record lacks (added to the schema after the run was made) is
+    no difference while it holds its default, which is what the run had.
+    """
     before, after = flatten(recorded), flatten(current)
+    defaults = {key: option.default for key, option in iter_options()}
     return [(key, before.get(key), after.get(key)) for key in sorted(set(before) | set(after))
-            if before.get(key) != after.get(key)]
+            if before.get(key) != after.get(key)
+            and not (key not in before and key in defaults and after.get(key) == defaults[key])]
 
 
 def describe(changes):
