@@ -78,7 +78,8 @@ def test_a_key_given_twice_is_refused_naming_it_and_both_lines(tmp_path):
         return "\n".join(lines[:at + 1] + [lines[at].replace("lr:", "lr: 0.5 #")] + lines[at + 1:]) + "\n"
 
     path = config_with(tmp_path, lr_twice)
-    line = next(number for number, text in enumerate(path.read_text().splitlines(), 1) if text.strip().startswith("lr:"))
+    line = next(number for number, text in enumerate(path.read_text().splitlines(), 1)
+                if text.strip().startswith("lr:"))
     with pytest.raises(UserInputError, match=rf"sets 'lr' twice, at lines {line} and {line + 1}"):
         load_config(path)
 
