@@ -132,12 +132,17 @@ def warn_if_embedding_is_large(encoder_params, embed_dim, models):
                    backbone_bytes / 1e9, mpn_bytes / 1e9, key, paper_value)
 
 
-def build_evaluators(config, device, autocast_dtype=None, distributed=None):
+def build_evaluators(config, device, autocast_dtype=None, distributed=None, stop_request=None):
     """The test evaluator of the dataset's metric set, and the validation one when classes are held out.
 
     Under torchrun every rank embeds its shard; the shards are gathered and
-    the metrics computed on rank 0, then shared, so all ranks agree.
+    the metrics computed on rank 0, then shared, so all ranks agree. With a
+    ``stop_request`` an evaluation stops within one batch of a signal (all
+    ranks together).
     """
+    should_stop = None
+    if stop_request is not None:
+        should_stop = (lambda: distributed.any_rank(stop_request.is_set())) if distributed else stop_request.is_set
     options = dict(device=device, autocast_dtype=autocast_dtype, block_size=config["eval_params"]["block_size"],
                    nmi_seed=config["train_params"]["seed"],
                    gather=distributed.gather_embeddings if distributed else None,
@@ -145,7 +150,8 @@ def build_evaluators(config, device, autocast_dtype=None, distributed=None):
                    output_option=config["eval_params"]["output_test_enc"],
                    extra_metrics=config["eval_params"]["metrics"],
                    kmeans_backend=resolve_kmeans_backend(config["eval_params"]["kmeans"],
-                                                         config["dataset"]["dataset_short"]))
+                                                         config["dataset"]["dataset_short"]),
+                   should_stop=should_stop)
     evaluators = {"test": Evaluator(config["dataset"]["dataset_short"], **options)}
     if config["dataset"]["val"] and config["mode"] != "test":
         evaluators["val"] = Evaluator(VALIDATION_METRIC_SET, **options)

@@ -20,6 +20,8 @@ from utils.config import config_to_yaml
 from utils.io import atomic_write_text
 from utils.losses import IntraBatchLoss
 from utils.precision import Precision, build_precision, initialize_apex
+from utils.resume import RECORD_NAME
+from utils.signals import RunInterrupted
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +33,10 @@ def seed_everything(seed):
 
 
 def write_resolved_config(config, run_dir):
-    atomic_write_text(run_dir / "config.yaml", config_to_yaml(config))
+    """``config.yaml`` for the reader and the hidden record a resume is checked against."""
+    text = config_to_yaml(config)
+    atomic_write_text(run_dir / "config.yaml", text)
+    atomic_write_text(run_dir / RECORD_NAME, text)
 
 
 @dataclass
@@ -48,8 +53,11 @@ class Setup:
     distributed: object = None
 
 
-def build_setup(config, mode, device, device_requested=False, distributed=None):
-    """Data, models, precision and evaluators for ``mode`` ('train' or 'test')."""
+def build_setup(config, mode, device, device_requested=False, distributed=None, stop_request=None):
+    """Data, models, precision and evaluators for ``mode`` ('train' or 'test').
+
+    ``stop_request`` makes the evaluations stop within one batch of a signal.
+    """
     seed_everything(config["train_params"]["seed"])
     ensure_dataset_present(config)
     rank, world_size = (distributed.rank, distributed.world_size) if distributed else (0, 1)
@@ -58,7 +66,7 @@ def build_setup(config, mode, device, device_requested=False, distributed=None):
     backbone, mpn = build_models(config, data.num_train_classes, device)
     if distributed is not None:
         distributed.check_options(config)
-    evaluators = build_evaluators(config, device, precision.dtype, distributed)
+    evaluators = build_evaluators(config, device, precision.dtype, distributed, stop_request)
     return Setup(config, device, data, precision, backbone, mpn, evaluators, distributed)
 
 
@@ -83,7 +91,11 @@ def run_test(setup, run_dir):
     """Evaluate the backbone (weights of ``models.encoder_params.pretrained_path``) once."""
     logger.info("Precision: %s", setup.precision.name)
     backbone, _ = initialize_apex(setup.precision, setup.backbone)
-    metrics = setup.evaluators["test"].evaluate(backbone, **setup.data.eval_loaders["test"])
+    try:
+        metrics = setup.evaluators["test"].evaluate(backbone, **setup.data.eval_loaders["test"])
+    except RunInterrupted:
+        raise RunInterrupted(f"Stopped during the test evaluation; {run_dir} holds only config.yaml and "
+                             "train.log, run the test again for metrics.json.") from None
     logger.info("Test: %s", format_metrics(metrics))
     if setup.distributed is None or setup.distributed.is_main:
         record = dict(metrics)

@@ -23,9 +23,10 @@ from utils.checkpoint import (CHECKPOINT_NAME, FORMAT_1_BEST_WEIGHTS, capture_rn
                               save_checkpoint)
 from utils.errors import UserInputError
 from utils.history import History, is_metric_column
-from utils.io import atomic_torch_save, atomic_write_text
+from utils.io import atomic_torch_save, atomic_write_text, write_together
 from utils.optim import build_optimizer, build_param_groups
 from utils.plots import legend_name, plot_run, schedule_events
+from utils.signals import RunInterrupted
 
 logger = logging.getLogger(__name__)
 
@@ -34,8 +35,8 @@ class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
 
 
-class TrainingInterrupted(RuntimeError):
-    """A stop was requested (SIGINT/SIGTERM); a resumable checkpoint was written."""
+class TrainingInterrupted(RunInterrupted):
+    """A stop was requested (SIGINT/SIGTERM); a resumable checkpoint was written or kept."""
 
 
 @dataclass
@@ -230,7 +231,10 @@ class Trainer:
     def evaluate(self, epoch):
         """Metrics used for model selection: the validation classes if held out, else the test set."""
         split = self.selection_split
-        metrics = self.evaluators[split].evaluate(self.backbone, **self.data.eval_loaders[split])
+        try:
+            metrics = self.evaluators[split].evaluate(self.backbone, **self.data.eval_loaders[split])
+        except RunInterrupted:
+            raise self.interrupted_during(f"the evaluation of epoch {epoch}") from None
         logger.info("Epoch %d %s: %s", epoch, split, format_metrics(metrics))
         return {f"{split}_{name}": value for name, value in metrics.items()}
 
@@ -249,9 +253,11 @@ class Trainer:
             self.epoch_seconds.append(seconds)
         logger.info("%s", self.epoch_summary(row, score))
         if self.is_main:
-            self.history.write_csv(self.run_dir / "metrics.csv")
+            # last.pth and metrics.csv must agree: both are renamed into place only once both were written.
+            with write_together():
+                save_checkpoint(self.run_dir / CHECKPOINT_NAME, self.state_dict())
+                self.history.write_csv(self.run_dir / "metrics.csv")
             self.plot()
-            save_checkpoint(self.run_dir / CHECKPOINT_NAME, self.state_dict())
             if replaced is not None:
                 self.remove_replaced_best_files(replaced)
 
@@ -336,7 +342,10 @@ class Trainer:
                    "last_epoch": self.epoch, "last_metrics": self._last_metrics()}
         if "val" in self.evaluators and self.best.backbone_file is not None:
             self.reload_best_weights([(self.backbone, self.best.backbone_file)])
-            test_metrics = self.evaluators["test"].evaluate(self.backbone, **self.data.eval_loaders["test"])
+            try:
+                test_metrics = self.evaluators["test"].evaluate(self.backbone, **self.data.eval_loaders["test"])
+            except RunInterrupted:
+                raise self.interrupted_during("the final test evaluation") from None
             summary["test_metrics_of_best_epoch"] = test_metrics
             logger.info("Test set, weights of epoch %d: %s", self.best.epoch, format_metrics(test_metrics))
         if self.is_main and self.best.backbone_file is not None:
@@ -381,6 +390,14 @@ class Trainer:
         self.resume_step = state["resume_step"]
         self.partial_sums = dict(state["partial_sums"])
         restore_rng_state(state["rng"])
+
+    def interrupted_during(self, what):
+        """Stopped in an evaluation: the checkpoint of the last completed epoch stays as it was."""
+        if not self.history.rows:
+            return TrainingInterrupted(f"Stopped during {what}, before any epoch was completed; nothing to "
+                                       "resume, start the run again.")
+        return TrainingInterrupted(f"Stopped during {what}; {self.run_dir / CHECKPOINT_NAME} holds epoch "
+                                   f"{self.epoch}, resume with `python train.py --resume {self.run_dir}`.")
 
     def save_interrupted(self, epoch, steps_done, sums):
         """Write a checkpoint in the middle of ``epoch`` and stop."""

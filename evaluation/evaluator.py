@@ -22,12 +22,14 @@ class Evaluator:
     to pad its shards are dropped afterwards), and ``share(compute)`` runs
     ``compute()`` on one process and returns its result on all of them.
     ``extra_metrics`` (names of ``EXTRA_METRICS``) are reported after the
-    dataset's own, in that order.
+    dataset's own, in that order. ``should_stop()`` (asked after every
+    embedding batch, the same number of times on every process) stops the
+    evaluation with ``RunInterrupted``.
     """
 
     def __init__(self, dataset_short, device, autocast_dtype=None, block_size=DEFAULT_BLOCK_SIZE,
                  nmi_seed=0, gather=None, share=None, output_option="plain", extra_metrics=(),
-                 kmeans_backend=None):
+                 kmeans_backend=None, should_stop=None):
         self.metric_set = metric_set(dataset_short)
         self.device = torch.device(device)
         self.autocast_dtype = autocast_dtype
@@ -39,6 +41,7 @@ class Evaluator:
         self.share = share
         self.output_option = output_option
         self.extra_metrics = tuple(extra_metrics)
+        self.should_stop = should_stop
         self._backend_logged = False
 
     def evaluate(self, model, loader=None, query_loader=None, gallery_loader=None):
@@ -90,7 +93,8 @@ class Evaluator:
 
     def _embed(self, model, loader):
         embeddings, labels, indices = extract_embeddings(model, loader, self.device,
-                                                         self.autocast_dtype, self.output_option)
+                                                         self.autocast_dtype, self.output_option,
+                                                         self.should_stop)
         if self.gather is not None:
             embeddings, labels, indices = self.gather(embeddings, labels, indices)
         return in_index_order(embeddings, labels, indices)
