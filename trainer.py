@@ -16,6 +16,7 @@ import torch
 from tqdm import tqdm
 
 from evaluation import format_metrics
+from inference.after_evaluation import AfterEvaluation
 from utils.checkpoint import CHECKPOINT_NAME, capture_rng_state, restore_rng_state, save_checkpoint
 from utils.history import History, is_metric_column
 from utils.io import atomic_torch_save, atomic_write_text
@@ -82,6 +83,8 @@ class Trainer:
         self.partial_sums = {}
         self.best = BestWeights()
         self.history = History()
+        # Pictures of the best and last epoch, TensorBoard: rank 0 only.
+        self.after_evaluation = AfterEvaluation.from_config(config, run_dir) if self.is_main else None
 
     # ------------------------------------------------------------------ loop
     def fit(self):
@@ -194,11 +197,20 @@ class Trainer:
                "time_s": round(time.perf_counter() - started, 2)}
         self.history.append(row)
         self.epoch = epoch
+        self.report_evaluation(epoch, row)
         if self.is_main:
             self.history.write_csv(self.run_dir / "metrics.csv")
             self.history.plot(self.run_dir, [c for c in self.history.columns() if c.startswith("loss_")],
                               [c for c in self.history.columns() if is_metric_column(c)])
             save_checkpoint(self.run_dir / CHECKPOINT_NAME, self.state_dict())
+
+    def report_evaluation(self, epoch, row):
+        """Hand the evaluation just done to the pictures / TensorBoard (rank 0)."""
+        if self.after_evaluation is not None:
+            split = self.selection_split
+            is_best = epoch >= 1 and self.best.epoch == epoch
+            self.after_evaluation.epoch_done(epoch, split, row, self.evaluators[split].last,
+                                             self.data.eval_loaders[split], is_best)
 
     # ------------------------------------------------------------- results
     def finish(self):
@@ -209,6 +221,9 @@ class Trainer:
             unwrap(self.backbone).load_state_dict(self.best.backbone)
             test_metrics = self.evaluators["test"].evaluate(self.backbone, **self.data.eval_loaders["test"])
             summary["test_metrics_of_best_epoch"] = test_metrics
+            if self.after_evaluation is not None:
+                self.after_evaluation.best_weights_tested(self.best.epoch, self.evaluators["test"].last,
+                                                          self.data.eval_loaders["test"])
             logger.info("Test set, weights of epoch %d: %s", self.best.epoch, format_metrics(test_metrics))
         if self.is_main and self.best.backbone is not None:
             backbone_name, mpn_name = best_weight_names(self.best.score, self.config)
@@ -216,6 +231,8 @@ class Trainer:
             atomic_torch_save(self.best.mpn, self.run_dir / mpn_name)
             summary["best_weights"] = {"backbone": backbone_name, "mpn": mpn_name}
             atomic_write_text(self.run_dir / "summary.json", json.dumps(summary, indent=2))
+        if self.after_evaluation is not None:
+            self.after_evaluation.finish(self.best.epoch)
         logger.info("Best epoch %d: %s", self.best.epoch, _format_prefixed(self.best.metrics))
         logger.info("Last epoch %d: %s", self.epoch, _format_prefixed(summary["last_metrics"]))
         return summary

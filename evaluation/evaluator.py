@@ -1,5 +1,6 @@
 """The one place that runs a model for evaluation; the metrics are pure functions."""
 import logging
+from typing import NamedTuple, Optional
 
 import torch
 
@@ -11,6 +12,23 @@ from evaluation.recall import DEFAULT_BLOCK_SIZE, inshop_recall_at_k, recall_at_
 logger = logging.getLogger(__name__)
 
 
+class EmbeddedSplit(NamedTuple):
+    """One embedded split in dataset-index order; ``indices`` say which dataset
+    items they are (a skipped broken image leaves a gap)."""
+
+    embeddings: torch.Tensor
+    labels: torch.Tensor
+    indices: torch.Tensor
+
+
+class LastEvaluation(NamedTuple):
+    """What the latest ``evaluate`` embedded: ``queries`` against ``gallery``
+    (In-Shop), or ``gallery`` against itself (``queries`` is None)."""
+
+    gallery: EmbeddedSplit
+    queries: Optional[EmbeddedSplit] = None
+
+
 class Evaluator:
     """Embeds the test set(s) with the backbone and computes the metrics of SPEC 8.
 
@@ -20,6 +38,8 @@ class Evaluator:
     concatenated over all processes (indices a DistributedSampler duplicated
     to pad its shards are dropped afterwards), and ``share(compute)`` runs
     ``compute()`` on one process and returns its result on all of them.
+    ``last`` keeps the embeddings of the latest evaluation (a ``LastEvaluation``)
+    so that pictures can be drawn without embedding again.
     """
 
     def __init__(self, dataset_short, device, autocast_dtype=None, block_size=DEFAULT_BLOCK_SIZE,
@@ -33,6 +53,7 @@ class Evaluator:
         self.share = share
         self.output_option = output_option
         self._backend_logged = False
+        self.last = None
 
     def evaluate(self, model, loader=None, query_loader=None, gallery_loader=None):
         """``{'R@1': fraction, ..., 'NMI': fraction}``.
@@ -43,12 +64,14 @@ class Evaluator:
             if query_loader is None or gallery_loader is None:
                 raise ValueError("In-Shop evaluation needs query_loader and gallery_loader")
             query, gallery = self._embed(model, query_loader), self._embed(model, gallery_loader)
-            compute = lambda: self.query_gallery_metrics(*query, *gallery)  # noqa: E731
+            self.last = LastEvaluation(gallery, query)
+            compute = lambda: self.query_gallery_metrics(*query[:2], *gallery[:2])  # noqa: E731
         else:
             if loader is None:
                 raise ValueError("this dataset's evaluation needs loader")
             test_set = self._embed(model, loader)
-            compute = lambda: self.all_against_all_metrics(*test_set)  # noqa: E731
+            self.last = LastEvaluation(test_set)
+            compute = lambda: self.all_against_all_metrics(*test_set[:2])  # noqa: E731
         return compute() if self.share is None else self.share(compute)
 
     def all_against_all_metrics(self, embeddings, labels):
@@ -81,9 +104,9 @@ class Evaluator:
 
 
 def in_index_order(embeddings, labels, indices):
-    """Embeddings and labels sorted by dataset index, each index kept once."""
+    """An ``EmbeddedSplit`` sorted by dataset index, each index kept once."""
     indices, order = torch.sort(indices, stable=True)
     first = torch.ones_like(indices, dtype=torch.bool)
     first[1:] = indices[1:] != indices[:-1]
     order = order[first]
-    return embeddings[order], labels[order]
+    return EmbeddedSplit(embeddings[order], labels[order], indices[first])
