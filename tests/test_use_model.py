@@ -329,3 +329,63 @@ def test_test_mode_draws_its_pictures_and_pictures_can_be_turned_off(tmp_path, p
     evaluate_best_weights_in_test_mode(pictures_on, tmp_path / "test")
     (test_run,) = list((tmp_path / "test" / "runs").iterdir())
     assert_pictures(test_run / "pictures")
+
+
+def synthetic_sets(tmp_path, with_queries):
+    """Four classes of three images on a line; class 3's images are placed among class 0's."""
+    from inference.evaluation_pictures import EmbeddedSet, EvaluatedSets
+    positions = torch.tensor([0.0, 0.1, 0.2, 5.0, 5.1, 5.2, 10.0, 10.1, 10.2, 0.05, 0.15, 30.0])
+    labels = torch.tensor([0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3])
+    embeddings = torch.stack([positions, torch.ones_like(positions)], 1)
+    paths = [str(write_image(tmp_path / f"{i}.png", colour=(20 * i, 0, 0))) for i in range(len(labels))]
+    gallery = EmbeddedSet(embeddings, labels, paths)
+    return EvaluatedSets(gallery, gallery if with_queries else None)
+
+
+def test_worst_queries_are_those_whose_same_class_item_ranks_furthest(tmp_path):
+    from inference.evaluation_pictures import worst_queries
+    chosen, ranks = worst_queries(synthetic_sets(tmp_path, with_queries=False), 4)
+    # Item 11 (class 3 at 30.0): the 7 items from 0.2 to 10.2 are nearer than its class at 0.15.
+    # Items 1, 9 and 10 each have two other-class items nearer than their own class (rank 3).
+    assert chosen == [11, 1, 9, 10] and ranks.tolist() == [2, 3, 2, 1, 1, 1, 1, 1, 1, 3, 3, 8]
+
+
+@pytest.mark.parametrize("with_queries", [False, True])
+def test_evaluation_pictures_of_both_protocols_have_the_grid_size(tmp_path, with_queries):
+    from inference.evaluation_pictures import draw_evaluation_pictures
+    pictures = draw_evaluation_pictures(synthetic_sets(tmp_path, with_queries), "epoch 1", rows=3, top_k=4)
+    assert sorted(pictures) == ["embedding_map.png", "retrieval_random.png", "retrieval_worst.png"]
+    assert pictures["retrieval_worst.png"].size == grid_size(3, 4)
+    assert pictures["retrieval_random.png"].size == grid_size(3, 4)
+
+
+def test_optional_packages_asked_for_but_missing_are_one_sentence(monkeypatch, model_run):
+    import importlib.util
+    from inference.after_evaluation import check_logging_options
+    config = load_config(model_run / "config.yaml")
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *rest: None if name in ("umap", "tensorboard") else real_find_spec(name, *rest))
+    config["logging"].update(embedding_map="umap")
+    with pytest.raises(UserInputError, match="pip install umap-learn"):
+        check_logging_options(config)
+    config["logging"].update(embedding_map="tsne", tensorboard=1)
+    with pytest.raises(UserInputError, match="pip install tensorboard"):
+        check_logging_options(config)
+
+
+def test_readme_commands_use_only_flags_the_scripts_define():
+    import re
+    from pathlib import Path
+    repo = Path(__file__).resolve().parents[1]
+    readme = (repo / "README.md").read_text()
+    section = re.search(r"^## Use your model\n(.*?)(?=^## )", readme, flags=re.S | re.M).group(1)
+    commands = [line for block in re.findall(r"```bash\n(.*?)```", section, flags=re.S)
+                for line in block.splitlines() if line.strip()]
+    assert {command.split()[1] for command in commands} == {"embed.py", "retrieve.py"}
+    for command in commands:
+        script = command.split()[1]
+        known = set(re.findall(r'add_argument\("(--\w+)"', (repo / script).read_text()))
+        known |= set(re.findall(r'add_argument\("(--\w+)"', (repo / "embed.py").read_text()))
+        assert {word for word in command.split() if word.startswith("--")} <= known, command
+    assert (repo / "docs" / "retrieval_demo.png").is_file()
