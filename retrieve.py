@@ -82,14 +82,13 @@ def main(argv=None):
     args = parse_args(argv)
     # Imported late so that `--help` answers without loading torch and the models.
     from inference.inputs import LazyModel, embedded_input
-    from inference.retrieval import check_search, retrieve, write_neighbours_csv
+    from inference.retrieval import retrieve, write_neighbours_csv
 
     try:
         output = prepare_output(args.output, args.rows)
         model = LazyModel(model_loader(args))
         gallery = embedded_input(args.gallery, "--gallery", model)
         queries = embedded_input(args.queries, "--queries", model, allow_image=True)
-        check_search(queries, gallery, args.top_k)
         retrieval = retrieve(queries, gallery, args.top_k, use_faiss=args.faiss)
     except UserInputError as error:
         logger.error("%s", error)

@@ -88,6 +88,7 @@ class AfterEvaluation:
             self._to_tensorboard("last_epoch", last_pictures, self.last[0])
             if self.best is self.last:
                 shutil.copytree(last_folder, self.run_dir / PICTURES_FOLDER / "best_epoch", dirs_exist_ok=True)
+                logger.info("The best epoch is the last: pictures/best_epoch holds the same pictures.")
                 self._to_tensorboard("best_epoch", last_pictures, self.best[0])
             elif self.best is not None and self.best[0] == best_epoch:
                 best_pictures = self._draw(*self.best, "best")

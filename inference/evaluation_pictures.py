@@ -8,6 +8,7 @@ against itself, or In-Shop's queries against its gallery, with the
 distance of the evaluation (Euclidean, In-Shop cosine).
 """
 import logging
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -23,6 +24,8 @@ PICTURE_TOP_K = 8
 MAX_MAP_POINTS = 2000
 # t-SNE needs a few more points than its perplexity allows for.
 MIN_MAP_POINTS = 5
+# Characters of a class name that fit under a thumbnail.
+MAX_CAPTION = 16
 
 
 class EmbeddedSet(NamedTuple):
@@ -59,6 +62,21 @@ def evaluated_sets(last, loaders):
                          embedded_set(last.queries, loaders["query_loader"]))
 
 
+def class_folder(path):
+    """The folder an image lies in, which names its class in every layout we read (CUB's
+    ``001.Black_footed_Albatross``, the demo's digit, an In-Shop item id); cut to fit under a thumbnail."""
+    name = Path(path).parent.name
+    return name if len(name) <= MAX_CAPTION else name[:MAX_CAPTION - 1] + "~"
+
+
+def class_names_of(embedded):
+    """``{label: class folder}`` from the first image of each label."""
+    names = {}
+    for label, path in zip(embedded.labels.tolist(), embedded.paths):
+        names.setdefault(label, class_folder(path))
+    return names
+
+
 def retrieval_rows(sets, query_indices, top_k):
     """The neighbours of the chosen queries, drawn as a grid."""
     queries = sets.queries or sets.gallery
@@ -69,7 +87,7 @@ def retrieval_rows(sets, query_indices, top_k):
     same_label = (sets.gallery.labels[neighbours] == queries.labels[chosen][:, None]).numpy()
     neighbour_paths = [[sets.gallery.paths[index] for index in row] for row in neighbours.tolist()]
     return ([queries.paths[index] for index in chosen.tolist()], neighbour_paths, distances.numpy(), same_label,
-            [f"class {queries.labels[index].item()}" for index in chosen.tolist()])
+            [class_folder(queries.paths[index]) for index in chosen.tolist()])
 
 
 def grid_of(sets, query_indices, top_k, title):
@@ -114,6 +132,7 @@ def embedding_map_picture(sets, heading, seed, map_method):
     parts = [sets.gallery] + ([sets.queries] if sets.queries is not None else [])
     embeddings = torch.cat([part.embeddings for part in parts]).numpy()
     labels = torch.cat([part.labels for part in parts]).numpy()
+    names = {label: name for part in parts for label, name in class_names_of(part).items()}
     if len(embeddings) < MIN_MAP_POINTS:
         logger.info("No embedding map: %d points are too few.", len(embeddings))
         return {}
@@ -121,4 +140,4 @@ def embedding_map_picture(sets, heading, seed, map_method):
         chosen = np.sort(np.random.default_rng(seed).choice(len(embeddings), MAX_MAP_POINTS, replace=False))
         embeddings, labels = embeddings[chosen], labels[chosen]
     title = f"{heading}: {len(embeddings)} test embeddings by {'UMAP' if map_method == 'umap' else 't-SNE'}"
-    return {"embedding_map.png": draw_embedding_map(embeddings, labels, map_method, seed, title)}
+    return {"embedding_map.png": draw_embedding_map(embeddings, labels, map_method, seed, title, names)}

@@ -95,8 +95,9 @@ def two_d_map(embeddings, method="tsne", seed=0):
     return TSNE(n_components=2, init="pca", perplexity=perplexity, random_state=seed).fit_transform(embeddings)
 
 
-def draw_embedding_map(embeddings, labels, method="tsne", seed=0, title=""):
-    """A scatter plot of the embeddings in 2-D, one colour per class."""
+def draw_embedding_map(embeddings, labels, method="tsne", seed=0, title="", class_names=None):
+    """A scatter plot of the embeddings in 2-D, one colour per class (named in the legend
+    by ``class_names[label]`` when given, for at most 20 classes)."""
     points = two_d_map(np.asarray(embeddings, dtype=np.float32), method, seed)
     labels = np.asarray(labels)
     classes = np.unique(labels)
@@ -105,7 +106,7 @@ def draw_embedding_map(embeddings, labels, method="tsne", seed=0, title=""):
     for position, label in enumerate(classes):
         chosen = labels == label
         axis.scatter(points[chosen, 0], points[chosen, 1], s=8, color=colours(position % colours.N),
-                     label=str(label) if len(classes) <= 20 else None)
+                     label=str(class_names[label] if class_names else label) if len(classes) <= 20 else None)
     if len(classes) <= 20:
         axis.legend(title="class", markerscale=2, fontsize="small", loc="best")
     axis.set_title(title)

@@ -5,7 +5,6 @@ or, only when asked, a faiss flat index. A query whose file is also in the
 gallery (same absolute path) never gets itself as a neighbour.
 """
 import csv
-import logging
 from typing import NamedTuple, Optional
 
 import numpy as np
@@ -14,8 +13,6 @@ import torch
 from evaluation.faiss_neighbours import faiss_nearest_neighbours
 from evaluation.neighbours import nearest_neighbours
 from utils.errors import UserInputError
-
-logger = logging.getLogger(__name__)
 
 
 class Retrieval(NamedTuple):

@@ -9,7 +9,7 @@ import copy
 import json
 import logging
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import torch
 
@@ -26,12 +26,11 @@ logger = logging.getLogger(__name__)
 class RunModel:
     """A backbone in eval mode with everything needed to embed like the evaluation."""
 
-    def __init__(self, backbone, config, transform, device, source):
+    def __init__(self, backbone, config, transform, device):
         self.backbone = backbone
         self.config = config
         self.transform = transform
         self.device = device
-        self.source = source
         self.output_option = config["eval_params"]["output_test_enc"]
         self.batch_size = config["eval_params"]["batch_size"]
         self.num_workers = config["dataset"]["nb_workers"]
@@ -39,6 +38,8 @@ class RunModel:
 
 
 class WeightsSource(NamedTuple):
+    """A config, the backbone weights trained with it, and the flag that named them (for messages)."""
+
     config_path: Path
     weights_path: Path
     flag: str
@@ -108,4 +109,4 @@ def load_run_model(source, device):
     dataset = config["dataset"]
     transform = build_transform(dataset["trans"], False, encoder_params["net_type"],
                                 crop_size=dataset["crop_size"], resize_size=dataset["resize_size"])
-    return RunModel(backbone.to(device).eval(), config, transform, device, source)
+    return RunModel(backbone.to(device).eval(), config, transform, device)
