@@ -366,7 +366,7 @@ def test_optional_packages_asked_for_but_missing_are_one_sentence(monkeypatch, m
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *rest: None if name in ("umap", "tensorboard") else real_find_spec(name, *rest))
-    config["logging"].update(embedding_map="umap")
+    config["logging"].update(pictures=1, embedding_map="umap")
     with pytest.raises(UserInputError, match="pip install umap-learn"):
         check_logging_options(config)
     config["logging"].update(embedding_map="tsne", tensorboard=1)
