@@ -37,14 +37,14 @@ def check_logging_options(config):
                                  "installed; pip install umap-learn, or set logging.embedding_map to tsne.")
 
 
-def write_pictures(folder, pictures):
-    """Each ``{name: PIL image}`` as a PNG in ``folder``."""
+def write_pictures(folder, pictures, heading):
+    """Each ``{name: PIL image}`` as a PNG in ``folder``; ``heading`` says what they show."""
     folder.mkdir(parents=True, exist_ok=True)
     for name, image in pictures.items():
         buffer = io.BytesIO()
         image.save(buffer, format="PNG")
         atomic_write(folder / name, buffer.getvalue())
-    logger.info("Pictures: %s in %s", ", ".join(pictures), folder)
+    logger.info("Pictures of the %s: %s in %s", heading, ", ".join(pictures), folder)
 
 
 class AfterEvaluation:
@@ -84,7 +84,7 @@ class AfterEvaluation:
         if self.pictures and self.last is not None:
             last_folder = self.run_dir / PICTURES_FOLDER / "last_epoch"
             last_pictures = self._draw(*self.last, "last")
-            write_pictures(last_folder, last_pictures)
+            write_pictures(last_folder, last_pictures, self._heading(*self.last, "last"))
             self._to_tensorboard("last_epoch", last_pictures, self.last[0])
             if self.best is self.last:
                 shutil.copytree(last_folder, self.run_dir / PICTURES_FOLDER / "best_epoch", dirs_exist_ok=True)
@@ -92,7 +92,8 @@ class AfterEvaluation:
                 self._to_tensorboard("best_epoch", last_pictures, self.best[0])
             elif self.best is not None and self.best[0] == best_epoch:
                 best_pictures = self._draw(*self.best, "best")
-                write_pictures(self.run_dir / PICTURES_FOLDER / "best_epoch", best_pictures)
+                write_pictures(self.run_dir / PICTURES_FOLDER / "best_epoch", best_pictures,
+                               self._heading(*self.best, "best"))
                 self._to_tensorboard("best_epoch", best_pictures, self.best[0])
             elif best_epoch:
                 logger.info("No pictures of the best epoch %d: its embeddings were not kept (the run was "
@@ -100,8 +101,12 @@ class AfterEvaluation:
         if self.tensorboard is not None:
             self.tensorboard.close()
 
+    @staticmethod
+    def _heading(epoch, split, _sets, which):
+        return f"{which} epoch {epoch}, {split} set"
+
     def _draw(self, epoch, split, sets, which):
-        return draw_evaluation_pictures(sets, f"{which} epoch {epoch}, {split} set", self.seed, self.map_method)
+        return draw_evaluation_pictures(sets, self._heading(epoch, split, sets, which), self.seed, self.map_method)
 
     def _to_tensorboard(self, prefix, pictures, step):
         if self.tensorboard is not None:
@@ -115,4 +120,4 @@ def draw_test_pictures(config, run_dir, last, loaders):
     if options["pictures"]:
         pictures = draw_evaluation_pictures(evaluated_sets(last, loaders), "test run", config["train_params"]["seed"],
                                             options["embedding_map"])
-        write_pictures(Path(run_dir) / PICTURES_FOLDER, pictures)
+        write_pictures(Path(run_dir) / PICTURES_FOLDER, pictures, "test run")

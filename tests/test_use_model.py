@@ -389,3 +389,27 @@ def test_readme_commands_use_only_flags_the_scripts_define():
         known |= set(re.findall(r'add_argument\("(--\w+)"', (repo / "embed.py").read_text()))
         assert {word for word in command.split() if word.startswith("--")} <= known, command
     assert (repo / "docs" / "retrieval_demo.png").is_file()
+
+
+@pytest.mark.slow
+def test_a_run_that_held_out_classes_draws_its_pictures_and_embeds(write_tiny_config, pattern_tree, tmp_path,
+                                                                   caplog):
+    import train
+
+    def hold_out_and_draw(raw):
+        raw["dataset"].update(val=1, val_fraction=0.5)
+        raw["logging"] = {"pictures": 1}
+    config = write_tiny_config(num_epochs=2, lr_drop_epochs=[2], max_iters_per_epoch=2, num_classes_iter=2,
+                               mutate=hold_out_and_draw)
+    with caplog.at_level(logging.INFO):
+        assert train.main(["--config_path", str(config), "--output_dir", str(tmp_path / "runs")]) == 0
+    (run,) = list((tmp_path / "runs").iterdir())
+    assert_pictures(run / "pictures" / "best_epoch")  # the test set, embedded with the best weights
+    assert_pictures(run / "pictures" / "last_epoch", rows=8, top_k=8)  # the 2 held-out classes (24 images)
+    messages = [record.getMessage() for record in caplog.records]
+    assert any(message.startswith("Pictures of the last epoch 2, val set") for message in messages)
+    best_epoch = json.loads((run / "summary.json").read_text())["best_epoch"]
+    assert any(message.startswith(f"Pictures of the best epoch {best_epoch}, test set") for message in messages)
+    # The best backbone has a 2-class head (half the 4 training classes held out); embed.py builds it so.
+    assert embed.main(["--run", str(run), "--images", str(pattern_tree / "images" / "class_00"),
+                       "--output", str(tmp_path / "c0.npz")]) == 0
