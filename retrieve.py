@@ -35,20 +35,24 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def prepare_output(folder, rows):
-    """The output folder, created if needed; refuses to overwrite an earlier result."""
+def check_output(folder, rows):
+    """Refuse, before any work, to overwrite an earlier result."""
     if rows < 1:
         raise UserInputError(f"--rows {rows} must be at least 1.")
     folder = Path(folder)
     taken = [name for name in OUTPUT_FILES if (folder / name).exists()]
     if taken:
         raise UserInputError(f"--output {folder} already holds {', '.join(taken)}; give another folder.")
+    return folder
+
+
+def create_output(folder):
+    """The output folder, created only once the search has succeeded."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise UserInputError(f"--output {folder} cannot be created ({error.strerror}); give a writable "
                              "folder.") from None
-    return folder
 
 
 def model_loader(args):
@@ -85,11 +89,12 @@ def main(argv=None):
     from inference.retrieval import retrieve, write_neighbours_csv
 
     try:
-        output = prepare_output(args.output, args.rows)
+        output = check_output(args.output, args.rows)
         model = LazyModel(model_loader(args))
         gallery = embedded_input(args.gallery, "--gallery", model)
         queries = embedded_input(args.queries, "--queries", model, allow_image=True)
         retrieval = retrieve(queries, gallery, args.top_k, use_faiss=args.faiss)
+        create_output(output)
     except UserInputError as error:
         logger.error("%s", error)
         return UserInputError.exit_code

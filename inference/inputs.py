@@ -39,5 +39,6 @@ def embedded_input(value, flag, model, allow_image=False):
         return embed_listing(model.get(), read_image_folder(path, flag), flag)
     if allow_image and path.is_file() and is_image_file(path.name):
         return embed_listing(model.get(), single_image_listing(path), flag)
-    what = "an .npz file of embed.py, a folder of images" + (" or an image file" if allow_image else "")
+    what = "an .npz file of embed.py, a folder of images or an image file" if allow_image else \
+        "an .npz file of embed.py or a folder of images"
     raise UserInputError(f"{flag} {value} is not {what}; check the path.")

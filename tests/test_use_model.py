@@ -273,7 +273,7 @@ def test_retrieve_refuses_more_neighbours_than_the_gallery_holds(tmp_path, caplo
     assert_refused(caplog, retrieve.main, ["--gallery", str(embedded_tree), "--queries", str(embedded_tree),
                                            "--top_k", "96", "--output", str(tmp_path / "out")],
                    "--top_k 96", "95 images besides a query's own file")
-    assert not (tmp_path / "out" / "neighbours.csv").exists()
+    assert not (tmp_path / "out").exists()
 
 
 def test_retrieve_of_a_folder_without_a_model_asks_for_one(tmp_path, caplog, embedded_tree, pattern_tree):
