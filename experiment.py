@@ -14,6 +14,7 @@ import torch
 
 from components import Data, build_data, build_evaluators, build_models, ensure_dataset_present
 from evaluation import format_metrics
+from inference.after_evaluation import check_logging_options, draw_test_pictures
 from trainer import Trainer
 from utils.checkpoint import load_checkpoint
 from utils.config import config_to_yaml
@@ -59,6 +60,7 @@ def build_setup(config, mode, device, device_requested=False, distributed=None, 
     ``stop_request`` makes the evaluations stop within one batch of a signal.
     """
     seed_everything(config["train_params"]["seed"])
+    check_logging_options(config)
     ensure_dataset_present(config)
     rank, world_size = (distributed.rank, distributed.world_size) if distributed else (0, 1)
     data = build_data(config, mode, rank=rank, world_size=world_size, pin_memory=device.type == "cuda")
@@ -102,4 +104,5 @@ def run_test(setup, run_dir):
         if "NMI" in metrics:  # which k-means produced it: NMI differs between back ends
             record["nmi_backend"] = setup.evaluators["test"].kmeans_backend
         atomic_write_text(run_dir / "metrics.json", json.dumps(record, indent=2))
+        draw_test_pictures(setup.config, run_dir, setup.evaluators["test"].last, setup.data.eval_loaders["test"])
     return metrics

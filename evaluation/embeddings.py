@@ -35,4 +35,7 @@ def extract_embeddings(model, loader, device, autocast_dtype=None, output_option
                     raise RunInterrupted("Stopped during the evaluation")
     finally:
         model.train(was_training)
+    if not embeddings:  # every image of the loader was skipped as unreadable
+        empty = torch.empty(0, dtype=torch.int64, device=device)
+        return torch.empty(0, 0, device=device), empty, empty.clone()
     return torch.cat(embeddings), torch.cat(labels), torch.cat(indices)

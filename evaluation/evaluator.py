@@ -1,5 +1,6 @@
 """The one place that runs a model for evaluation; the metrics are pure functions."""
 import logging
+from typing import NamedTuple, Optional
 
 import torch
 
@@ -10,6 +11,23 @@ from evaluation.precision_at_r import inshop_retrieval_metrics, retrieval_metric
 from evaluation.recall import DEFAULT_BLOCK_SIZE, inshop_recall_at_k, recall_at_k
 
 logger = logging.getLogger(__name__)
+
+
+class EmbeddedSplit(NamedTuple):
+    """One embedded split in dataset-index order; ``indices`` say which dataset
+    items they are (a skipped broken image leaves a gap)."""
+
+    embeddings: torch.Tensor
+    labels: torch.Tensor
+    indices: torch.Tensor
+
+
+class LastEvaluation(NamedTuple):
+    """What the latest ``evaluate`` embedded: ``queries`` against ``gallery``
+    (In-Shop), or ``gallery`` against itself (``queries`` is None)."""
+
+    gallery: EmbeddedSplit
+    queries: Optional[EmbeddedSplit] = None
 
 
 class Evaluator:
@@ -25,6 +43,8 @@ class Evaluator:
     dataset's own, in that order. ``should_stop()`` (asked after every
     embedding batch, the same number of times on every process) stops the
     evaluation with ``RunInterrupted``.
+    ``last`` keeps the embeddings of the latest evaluation (a ``LastEvaluation``)
+    so that pictures can be drawn without embedding again.
     """
 
     def __init__(self, dataset_short, device, autocast_dtype=None, block_size=DEFAULT_BLOCK_SIZE,
@@ -43,6 +63,7 @@ class Evaluator:
         self.extra_metrics = tuple(extra_metrics)
         self.should_stop = should_stop
         self._backend_logged = False
+        self.last = None
 
     def evaluate(self, model, loader=None, query_loader=None, gallery_loader=None):
         """``{'R@1': fraction, ..., 'NMI': fraction}``.
@@ -53,12 +74,14 @@ class Evaluator:
             if query_loader is None or gallery_loader is None:
                 raise ValueError("In-Shop evaluation needs query_loader and gallery_loader")
             query, gallery = self._embed(model, query_loader), self._embed(model, gallery_loader)
-            compute = lambda: self.query_gallery_metrics(*query, *gallery)  # noqa: E731
+            self.last = LastEvaluation(gallery, query)
+            compute = lambda: self.query_gallery_metrics(*query[:2], *gallery[:2])  # noqa: E731
         else:
             if loader is None:
                 raise ValueError("this dataset's evaluation needs loader")
             test_set = self._embed(model, loader)
-            compute = lambda: self.all_against_all_metrics(*test_set)  # noqa: E731
+            self.last = LastEvaluation(test_set)
+            compute = lambda: self.all_against_all_metrics(*test_set[:2])  # noqa: E731
         return compute() if self.share is None else self.share(compute)
 
     def all_against_all_metrics(self, embeddings, labels):
@@ -101,9 +124,9 @@ class Evaluator:
 
 
 def in_index_order(embeddings, labels, indices):
-    """Embeddings and labels sorted by dataset index, each index kept once."""
+    """An ``EmbeddedSplit`` sorted by dataset index, each index kept once."""
     indices, order = torch.sort(indices, stable=True)
     first = torch.ones_like(indices, dtype=torch.bool)
     first[1:] = indices[1:] != indices[:-1]
     order = order[first]
-    return embeddings[order], labels[order]
+    return EmbeddedSplit(embeddings[order], labels[order], indices[first])

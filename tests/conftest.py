@@ -94,6 +94,7 @@ def tiny_train_config(dataset_path, **train_params):
                                eval_before_training=0)
     raw["train_params"].update(train_params)
     raw["eval_params"]["batch_size"] = 16
+    raw["logging"] = {"pictures": 0}  # a few seconds per run; tests/test_use_model.py draws them
     return raw
 
 

@@ -52,6 +52,13 @@ def test_resume_with_more_epochs_is_applied_recorded_and_logged(stopped_run):
     assert train.main(["--resume", str(stopped_run)]) == 0  # the record now says 2
 
 
+@pytest.mark.slow
+def test_resume_with_other_cpu_threads_is_applied_and_logged(stopped_run):
+    assert train.main(["--resume", str(stopped_run), "--threads", "1"]) == 0
+    assert "train_params.threads None -> 1" in (stopped_run / "train.log").read_text()
+    assert yaml.safe_load((stopped_run / "config.yaml").read_text())["train_params"]["threads"] == 1
+
+
 def test_resume_of_a_run_folder_without_config_yaml_says_so(tmp_path, caplog):
     (tmp_path / "last.pth").write_bytes(b"")
     with caplog.at_level(logging.ERROR):

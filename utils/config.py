@@ -241,6 +241,15 @@ SCHEMA = {
                          "NMI there); auto: faiss if installed, else sklearn.",
                          choices=("paper", "sklearn", "faiss", "auto")),
     },
+    "logging": {
+        "pictures": _flag(1, "Ours. After training (best and last epoch) or a test run, draw "
+                             "retrieval_worst.png, retrieval_random.png and embedding_map.png of the "
+                             "evaluated set under pictures/."),
+        "embedding_map": Option("tsne", str, "Ours. 2-D map of embedding_map.png: scikit-learn t-SNE, or "
+                                "UMAP (needs umap-learn).", choices=("tsne", "umap")),
+        "tensorboard": _flag(0, "Ours. Also log the metrics.csv columns and the pictures to "
+                                "<run>/tensorboard (needs tensorboard)."),
+    },
     "hyper_search": {
         "num_trials": Option(30, int, "Ours. Random-search trials (the authors ran 30).", minimum=1),
         "num_epochs": Option(40, int, "Epochs per trial (the authors' 40).", minimum=1),

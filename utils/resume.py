@@ -6,7 +6,7 @@ with. ``--resume`` loads the run folder's ``config.yaml`` with the
 command-line overrides applied; any key that then differs from the record
 is refused in one sentence, except the keys in ``RESUME_SAFE_KEYS``, which
 change neither the trained weights nor the metrics (the length of the run,
-loader and evaluation batching): those are applied and recorded.
+loader and evaluation batching, CPU threads, pictures and TensorBoard): those are applied and recorded.
 """
 from pathlib import Path
 
@@ -21,6 +21,10 @@ RESUME_SAFE_KEYS = (
     "eval_params.batch_size",
     "eval_params.block_size",
     "output_paht",
+    "train_params.threads",
+    "logging.pictures",
+    "logging.embedding_map",
+    "logging.tensorboard",
 )
 
 
