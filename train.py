@@ -98,7 +98,7 @@ def main(argv=None):
     setup_console_logging()
     args = parse_args(argv)
     # Imported late so that `--help` and config errors answer without loading the models.
-    from experiment import build_setup, run_test, run_train, write_resolved_config
+    from experiment import build_setup, run_pseudo_test, run_test, run_train, write_resolved_config
     from hyper_search import check_search_space, run_hyper_search
     from trainer import TrainingDiverged, TrainingInterrupted
     from utils.signals import StopRequest
@@ -126,6 +126,8 @@ def main(argv=None):
                     if distributed else "")
         if mode == "test":
             run_test(setup, run_dir)
+        elif mode == "pseudo_test":
+            run_pseudo_test(setup, run_dir)
         elif mode == "hyper_search":
             run_hyper_search(config, run_dir, device, device_requested)
         else:
