@@ -17,6 +17,8 @@ from evaluation.scores import SquaredEuclidean, ieee_float32_matmul
 # Float64 re-scoring of candidate pairs works in chunks of this many vector elements.
 EXACT_CHUNK_ELEMENTS = 1 << 18
 INF = float("inf")
+# Scores beyond the k-th that are looked at before a row is compared in full.
+WINDOW_MARGIN = 16
 
 
 def nearest_neighbours(queries, items, k, block_size, self_first=False):
@@ -45,16 +47,15 @@ def _block_neighbours(scores, rows, k, buffer, self_first):
     block = scores.block(rows, buffer=buffer)
     if self_first:
         block[torch.arange(len(rows), device=rows.device), rows] = -INF
-    kth_score = block.topk(k, dim=1, largest=False, sorted=True).values[:, -1]
-    window_top = kth_score + 2.0 * scores.error_bounds[rows]
-    row, column = (block <= window_top[:, None]).nonzero(as_tuple=True)
+    row, column = _window_pairs(block, k, scores.error_bounds[rows])
     exact = exact_squared_distances(scores, rows[row], column)
     if self_first:
         exact[rows[row] == column] = -INF
-    # nonzero lists each row's columns in increasing order: stable sorts give (distance, index) order.
-    by_distance = torch.sort(exact, stable=True).indices
-    by_row = by_distance[torch.sort(row[by_distance], stable=True).indices]
-    row, column, exact = row[by_row], column[by_row], exact[by_row]
+    # Stable sorts by index, then distance, then row: each row in (distance, index) order.
+    order = torch.sort(column, stable=True).indices
+    order = order[torch.sort(exact[order], stable=True).indices]
+    order = order[torch.sort(row[order], stable=True).indices]
+    row, column, exact = row[order], column[order], exact[order]
     row_starts = torch.searchsorted(row, torch.arange(len(rows), device=row.device))
     rank = torch.arange(len(row), device=row.device) - row_starts[row]
     keep = rank < k
@@ -63,6 +64,25 @@ def _block_neighbours(scores, rows, k, buffer, self_first):
     indices[row[keep], rank[keep]] = column[keep]
     distances[row[keep], rank[keep]] = exact[keep]
     return indices, distances
+
+
+def _window_pairs(block, k, error_bounds):
+    """``(row, column)`` of every entry within twice the row's error bound of the
+    row's k-th smallest score: they hold the exact k nearest.
+
+    Usually the window is a few entries beyond the k-th, so it is read off the
+    ``k + WINDOW_MARGIN`` smallest; rows whose window reaches past those are
+    compared in full.
+    """
+    num_smallest = min(block.shape[1], k + WINDOW_MARGIN)
+    smallest, columns = block.topk(num_smallest, dim=1, largest=False, sorted=True)
+    window_top = smallest[:, k - 1] + 2.0 * error_bounds
+    fits = smallest[:, -1] > window_top if num_smallest < block.shape[1] else torch.ones_like(window_top,
+                                                                                               dtype=torch.bool)
+    row, position = ((smallest <= window_top[:, None]) & fits[:, None]).nonzero(as_tuple=True)
+    wide = (~fits).nonzero(as_tuple=True)[0]
+    wide_row, wide_column = (block[wide] <= window_top[wide, None]).nonzero(as_tuple=True)
+    return torch.cat([row, wide[wide_row]]), torch.cat([columns[row, position], wide_column])
 
 
 def exact_squared_distances(scores, query_index, item_index):

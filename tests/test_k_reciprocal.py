@@ -132,6 +132,15 @@ def test_nearest_neighbours_are_exact_where_float32_cannot_tell():
     assert distances[0, 1] < distances[0, 2]
 
 
+def test_nearest_neighbours_rank_a_wide_float32_window_exactly():
+    """40 items at float32-equal distances: more than the top k + WINDOW_MARGIN scores to re-rank."""
+    offsets = torch.randperm(40, generator=torch.Generator().manual_seed(0)).double() + 1
+    items = torch.zeros(40, 3, dtype=torch.float64)
+    items[:, 0], items[:, 1] = 100.0, 1e-3 * offsets
+    indices, _ = nearest_neighbours(torch.zeros(2, 3), items.float(), 5, block_size=1)
+    assert indices.tolist() == [torch.argsort(offsets)[:5].tolist()] * 2
+
+
 def test_too_few_items_for_a_graph_is_refused():
     with pytest.raises(ValueError, match="at least 7 items"):
         k_reciprocal_batches(torch.randn(5, 4), 7)
