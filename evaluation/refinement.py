@@ -12,6 +12,7 @@ import torch
 from tqdm import tqdm
 
 from evaluation.k_reciprocal import k_reciprocal_batches, k_reciprocal_batches_inshop
+from utils.errors import UserInputError
 
 # The authors hard-code the graph size: KReciprocalSampler(1, 7) and
 # KReciprocalSamplerInshop(1, 4) in data_utility.py, whatever the config says.
@@ -39,14 +40,23 @@ class RefinementOptions:
 
 def all_against_all_graphs(embeddings, options, block_size):
     """``[n, size]`` node indices into ``embeddings``, each item first in its graph."""
+    _check_graph_size(options.size(False), len(embeddings), "test set")
     return k_reciprocal_batches(embeddings, options.size(False), options.k1, block_size)
 
 
 def query_gallery_graphs(query, gallery, options, block_size):
     """``[num_query, size]`` node indices into ``cat([query, gallery])``: query i, then its gallery items."""
+    _check_graph_size(options.size(True) - 1, len(gallery), "gallery")
     gallery_items = k_reciprocal_batches_inshop(query, gallery, options.size(True), options.k1, block_size)
     own_row = torch.arange(len(query), device=gallery_items.device)[:, None]
     return torch.cat([own_row, gallery_items + len(query)], 1)
+
+
+def _check_graph_size(size, num_items, what):
+    if size > num_items:
+        raise UserInputError(f"eval_params.graph_size asks for graphs of {size} {what} items but the {what} "
+                             f"has {num_items}; set eval_params.graph_size to at most {num_items}"
+                             f"{' + 1' if what == 'gallery' else ''}.")
 
 
 def refine_first_nodes(mpn, nodes, graphs, options, autocast_dtype=None):

@@ -314,6 +314,14 @@ def test_graph_sizes_default_to_the_authors_hard_coded_ones():
     assert all_against_all_graphs(embeddings, RefinementOptions(graph_size=9, k1=4), 16).shape == (30, 9)
 
 
+def test_graphs_larger_than_the_test_set_are_refused_naming_the_key():
+    embeddings = torch.randn(6, 8)
+    with pytest.raises(UserInputError, match=r"eval_params.graph_size asks for graphs of 7 test set items.*has 6"):
+        all_against_all_graphs(embeddings, RefinementOptions(), 16)
+    with pytest.raises(UserInputError, match=r"graphs of 3 gallery items but the gallery has 2.*at most 2 \+ 1"):
+        query_gallery_graphs(embeddings[:4], embeddings[4:], RefinementOptions(), 16)
+
+
 # --- the Evaluator ---------------------------------------------------------------
 
 class Embedder(torch.nn.Module):
