@@ -8,8 +8,9 @@ Data: random unit vectors of 512 dims at the sizes of the test sets of CUB
 the CUB pseudo config's (1 layer, 2 heads, 512-d), randomly initialised, in
 eval mode; graphs of 7 items, k1 = 30.
 
-Measured, each in a fresh child process, the wall time and the growth of
-resident memory (peak VmHWM, reset just before, minus the resident memory
+Measured, each in a fresh child process, the wall time, the CPU time of
+the process (on a shared machine, CPU seconds / threads bounds what the wall
+time would be on an idle one) and the growth of resident memory (peak VmHWM, reset just before, minus the resident memory
 before; the embeddings are not counted):
 - ours: ``evaluation.k_reciprocal_batches`` (exact blockwise neighbour
   tables, vectorised expansion), then ``evaluation.refinement.refine_first_nodes``
@@ -121,8 +122,11 @@ def measure(task):
     with open("/proc/self/clear_refs", "w") as clear_refs:
         clear_refs.write("5")
     resident_before = resident_kib("VmRSS")
+    cpu_start = time.process_time()
     graph_seconds, refine_seconds, graphs = call(embeddings, mpn, device)
-    return graph_seconds, refine_seconds, (resident_kib("VmHWM") - resident_before) / 2 ** 20, graphs
+    cpu_seconds = time.process_time() - cpu_start
+    return (graph_seconds, refine_seconds, (resident_kib("VmHWM") - resident_before) / 2 ** 20, graphs,
+            cpu_seconds)
 
 
 def run_in_child(task):
@@ -143,21 +147,21 @@ def main():
     print(f"{args.threads} torch threads, ours on {args.device}; graphs of {GRAPH_SIZE}, k1 = {K1}, "
           f"{DIM}-d; memory = peak resident growth (VmHWM) during the call")
     print(f"{'size':<6}{'items':>8} {'method':<10}{'graphs s':>10}{'refine s':>10}{'total s':>10}"
-          f"{'peak GiB':>10}")
+          f"{'CPU s':>10}{'peak GiB':>10}", flush=True)
     for size in args.sizes:
         results = {"ours": run_in_child(("ours", size, args.threads, args.device))}
         if size in AUTHORS_METHOD_SIZES:
             results["authors"] = run_in_child(("authors", size, args.threads, "cpu"))
-        for method, (graph_seconds, refine_seconds, gib, _) in results.items():
+        for method, (graph_seconds, refine_seconds, gib, _, cpu_seconds) in results.items():
             print(f"{size:<6}{SIZES[size]:>8} {method:<10}{graph_seconds:>10.2f}{refine_seconds:>10.2f}"
-                  f"{graph_seconds + refine_seconds:>10.2f}{gib:>10.2f}")
+                  f"{graph_seconds + refine_seconds:>10.2f}{cpu_seconds:>10.1f}{gib:>10.2f}", flush=True)
         if "authors" in results:
             ours_result, authors_result = results["ours"], results["authors"]
             ratio = lambda index: authors_result[index] / ours_result[index]  # noqa: E731
             total = (authors_result[0] + authors_result[1]) / (ours_result[0] + ours_result[1])
             print(f"{size:<6}{'':>8} authors / ours: graphs {ratio(0):.1f}x, refinement {ratio(1):.1f}x, "
                   f"total {total:.1f}x, memory {ratio(2):.1f}x; same graph sets for "
-                  f"{100 * same_sets(ours_result[3], authors_result[3]):.1f}% of the items")
+                  f"{100 * same_sets(ours_result[3], authors_result[3]):.1f}% of the items", flush=True)
 
 
 if __name__ == "__main__":
