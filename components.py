@@ -13,6 +13,7 @@ import torch
 from dataset import (ClassBalancedSampler, build_dataset, build_eval_loader, build_train_loader,
                      build_transform, ensure_demo_dataset)
 from evaluation import Evaluator, resolve_kmeans_backend
+from evaluation.refinement import RefinementOptions
 from net import backbone_input_config, build_backbone, build_mpn, load_weights
 
 logger = logging.getLogger(__name__)
@@ -153,6 +154,14 @@ def build_evaluators(config, device, autocast_dtype=None, distributed=None, stop
                                                          config["dataset"]["dataset_short"]),
                    should_stop=should_stop)
     evaluators = {"test": Evaluator(config["dataset"]["dataset_short"], **options)}
-    if config["dataset"]["val"] and config["mode"] != "test":
+    if config["dataset"]["val"] and config["mode"] not in ("test", "pseudo_test"):
         evaluators["val"] = Evaluator(VALIDATION_METRIC_SET, **options)
     return evaluators
+
+
+def build_refinement_options(config):
+    """How ``pseudo_test`` builds and refines the test graphs (``eval_params``)."""
+    eval_params = config["eval_params"]
+    return RefinementOptions(k1=eval_params["k1"], graph_size=eval_params["graph_size"],
+                             graphs_per_chunk=eval_params["graphs_per_chunk"],
+                             output_option=eval_params["output_test_gnn"], concatenate=bool(eval_params["cat"]))

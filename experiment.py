@@ -12,7 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from components import Data, build_data, build_evaluators, build_models, ensure_dataset_present
+from components import (Data, build_data, build_evaluators, build_models, build_refinement_options,
+                        ensure_dataset_present)
 from evaluation import format_metrics
 from inference.after_evaluation import check_logging_options, draw_test_pictures
 from trainer import Trainer
@@ -106,3 +107,23 @@ def run_test(setup, run_dir):
         atomic_write_text(run_dir / "metrics.json", json.dumps(record, indent=2))
         draw_test_pictures(setup.config, run_dir, setup.evaluators["test"].last, setup.data.eval_loaders["test"])
     return metrics
+
+
+def run_pseudo_test(setup, run_dir):
+    """Evaluate the backbone, then the embeddings the MPN refines on each test item's graph of
+    k-reciprocal neighbours (weights of ``models.gnn_params.pretrained_path``); metrics.json
+    holds both sets and the seconds of each stage."""
+    if setup.config["models"]["gnn_params"]["pretrained_path"] == "no":
+        logger.warning("pseudo_test without MPN weights (models.gnn_params.pretrained_path: no): "
+                       "the refinement uses a randomly initialised MPN")
+    result = setup.evaluators["test"].evaluate_refined(
+        setup.backbone, setup.mpn, build_refinement_options(setup.config), **setup.data.eval_loaders["test"])
+    seconds = result["seconds"]
+    logger.info("Test, backbone only: %s (embedding %.1f s, metrics %.1f s)", format_metrics(result["backbone"]),
+                seconds["embedding"], seconds["backbone_metrics"])
+    logger.info("Test, MPN-refined: %s (graphs %.1f s, refinement %.1f s, metrics %.1f s)",
+                format_metrics(result["mpn_refined"]), seconds["graphs"], seconds["refinement"],
+                seconds["refined_metrics"])
+    if setup.distributed is None or setup.distributed.is_main:
+        atomic_write_text(run_dir / "metrics.json", json.dumps(result, indent=2))
+    return result

@@ -193,7 +193,7 @@ def main(argv=None):
     args = parse_args(argv)
     # Imported late so that `--help` and config errors answer without loading the models.
     from evaluation.clustering import nmi_backend
-    from experiment import build_setup, run_test, run_train, write_resolved_config
+    from experiment import build_setup, run_pseudo_test, run_test, run_train, write_resolved_config
     from hyper_search import check_search_space, run_hyper_search
     from trainer import TrainingDiverged
     from utils.signals import RunInterrupted, StopRequest
@@ -236,6 +236,8 @@ def main(argv=None):
         try:
             if mode == "test":
                 run_test(setup, run_dir)
+            elif mode == "pseudo_test":
+                run_pseudo_test(setup, run_dir)
             elif mode == "hyper_search":
                 run_hyper_search(config, run_dir, device, device_requested, stop_request)
             else:

@@ -6,7 +6,8 @@
 #    Recall@K on the GPU), then the CPU suite, with the machine's torch;
 # 2. the demo trained on the GPU with mixed precision;
 # 3. the benchmarks on the GPU: evaluation (ours on the GPU against the
-#    authors' CPU method), training-step throughput, message passing.
+#    authors' CPU method), training-step throughput, message passing,
+#    pseudo_test graphs and refinement.
 # Each part has its own time limit and log; a failing part does not stop the others.
 set -uo pipefail
 out=${1:-gpu_check}
@@ -34,4 +35,5 @@ part demo 120 bash -c "python3 train.py --device cuda --is_apex 1 --output_dir /
 part train_step 90 python3 -m benchmarks.train_step --config config/config_cub_train.yaml --device cuda
 part evaluation 150 python3 -m benchmarks.evaluation --device cuda --repeats 1 --no-nmi
 part mpn 60 python3 -m benchmarks.mpn --device cuda
+part pseudo_test 150 python3 -m benchmarks.pseudo_test --device cuda --sizes cub sop
 exit $status

@@ -14,7 +14,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from evaluation.neighbours import first_same_label_ranks, nearest_neighbours
+from evaluation.neighbours import first_same_label_ranks, nearest_neighbours, readable_distances
 from inference.pictures import draw_embedding_map, draw_retrieval_grid
 
 logger = logging.getLogger(__name__)
@@ -82,8 +82,9 @@ def retrieval_rows(sets, query_indices, top_k):
     queries = sets.queries or sets.gallery
     chosen = torch.as_tensor(query_indices, dtype=torch.int64)
     exclude = chosen if sets.queries is None else torch.full_like(chosen, -1)
-    neighbours, distances = nearest_neighbours(queries.embeddings[chosen], sets.gallery.embeddings, top_k,
-                                               sets.distance, exclude)
+    neighbours, scores = nearest_neighbours(queries.embeddings[chosen], sets.gallery.embeddings, top_k,
+                                            sets.distance, exclude)
+    distances = readable_distances(sets.distance, scores)
     same_label = (sets.gallery.labels[neighbours] == queries.labels[chosen][:, None]).numpy()
     neighbour_paths = [[sets.gallery.paths[index] for index in row] for row in neighbours.tolist()]
     return ([queries.paths[index] for index in chosen.tolist()], neighbour_paths, distances.numpy(), same_label,

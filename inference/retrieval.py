@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from evaluation.faiss_neighbours import faiss_nearest_neighbours
-from evaluation.neighbours import nearest_neighbours
+from evaluation.neighbours import nearest_neighbours, readable_distances
 from utils.errors import UserInputError
 
 
@@ -54,8 +54,9 @@ def retrieve(queries, gallery, top_k, use_faiss=False, block_size=512):
         indices, distances = faiss_nearest_neighbours(query_vectors, gallery_vectors, top_k, gallery.distance,
                                                       exclude)
     else:
-        indices, distances = nearest_neighbours(query_vectors, gallery_vectors, top_k, gallery.distance, exclude,
-                                                block_size)
+        indices, scores = nearest_neighbours(query_vectors, gallery_vectors, top_k, gallery.distance, exclude,
+                                             block_size)
+        distances = readable_distances(gallery.distance, scores)
     indices, distances = indices.cpu().numpy(), distances.cpu().numpy()
     return Retrieval(indices, distances, same_label_matrix(queries, gallery, indices))
 

@@ -16,7 +16,7 @@ from dataset import build_dataset, build_eval_loader, build_transform
 from dataset.image_folder import read_image_folder
 from evaluation.evaluator import Evaluator
 from evaluation.faiss_neighbours import faiss_nearest_neighbours
-from evaluation.neighbours import first_same_label_ranks, nearest_neighbours
+from evaluation.neighbours import first_same_label_ranks, nearest_neighbours, readable_distances
 from inference.embedding_file import EmbeddedImages, load_embeddings, save_embeddings
 from inference.pictures import grid_size
 from net import build_backbone
@@ -95,7 +95,8 @@ def test_nearest_neighbours_equal_a_brute_force_search_with_ties_by_index(distan
     items[10:20] = items[0]  # exact ties: equal distances, the lower index comes first
     queries = torch.cat([items[:3], torch.randn(7, 5, generator=generator)])
     exclude = torch.tensor([0, 1, 2] + [-1] * 7)
-    indices, distances = nearest_neighbours(queries, items, 12, distance, exclude, block_size=4)
+    indices, scores = nearest_neighbours(queries, items, 12, distance, exclude, block_size=4)
+    distances = readable_distances(distance, scores)
     expected_indices, expected_distances = brute_force_neighbours(queries, items, 12, distance, exclude.numpy())
     assert indices.tolist() == expected_indices.tolist()
     np.testing.assert_allclose(distances.numpy(), expected_distances, rtol=1e-9, atol=1e-12)
@@ -112,10 +113,11 @@ def test_faiss_search_returns_the_exact_neighbours_without_the_excluded_item():
     items = torch.randn(40, 6, generator=generator)
     exclude = torch.tensor([3, -1, 7])
     queries = torch.stack([items[3], torch.randn(6, generator=generator), items[7]])
-    exact = nearest_neighbours(queries, items, 5, "euclidean", exclude)
-    fast = faiss_nearest_neighbours(queries, items, 5, "euclidean", exclude)
-    assert fast[0].tolist() == exact[0].tolist()
-    np.testing.assert_allclose(fast[1].numpy(), exact[1].numpy(), atol=1e-4)
+    exact_indices, exact_scores = nearest_neighbours(queries, items, 5, "euclidean", exclude)
+    fast_indices, fast_distances = faiss_nearest_neighbours(queries, items, 5, "euclidean", exclude)
+    assert fast_indices.tolist() == exact_indices.tolist()
+    np.testing.assert_allclose(fast_distances.numpy(), readable_distances("euclidean", exact_scores).numpy(),
+                               atol=1e-4)
 
 
 def test_first_same_label_ranks_count_the_other_label_items_before_the_first_same_label_one():
