@@ -51,13 +51,14 @@ def main(argv=None):
     from dataset.image_folder import read_image_folder
     from inference.embed_images import embed_listing
     from inference.embedding_file import save_embeddings
-    from inference.run_model import load_run_model, pick_device, weights_source
+    from inference.run_model import load_run_model, weights_source
+    from utils.devices import resolve_device
 
     try:
         output = check_output(args.output)
         source = weights_source(args.run, args.weights, args.config_path)
         listing = read_image_folder(args.images)
-        model = load_run_model(source, pick_device(args.device))
+        model = load_run_model(source, resolve_device(args.device)[0])
         embedded = embed_listing(model, listing)
         save_embeddings(embedded, output)
     except UserInputError as error:

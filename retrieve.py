@@ -56,10 +56,11 @@ def create_output(folder):
 
 
 def model_loader(args):
-    from inference.run_model import load_run_model, pick_device, weights_source
+    from inference.run_model import load_run_model, weights_source
+    from utils.devices import resolve_device
 
     def load():
-        return load_run_model(weights_source(args.run, args.weights, args.config_path), pick_device(args.device))
+        return load_run_model(weights_source(args.run, args.weights, args.config_path), resolve_device(args.device)[0])
     return load
 
 

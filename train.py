@@ -13,11 +13,11 @@ import sys
 import time
 from pathlib import Path
 
-import torch
 import yaml
 
 from utils.checkpoint import resolve_resume_path
 from utils.config import load_config
+from utils.devices import resolve_device
 from utils.distributed import Distributed
 from utils.errors import UserInputError
 from utils.io import atomic_write_text
@@ -96,19 +96,6 @@ def parse_setting(setting):
     except yaml.YAMLError:
         raise UserInputError(f"--set {setting}: the value {text!r} is not valid YAML; quote it or fix "
                              "its syntax.") from None
-
-
-def resolve_device(name):
-    """``(device, requested)``; asking for CUDA without a GPU is a user error."""
-    if name is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu"), False
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UserInputError(f"--device {name} is not a device name; use cpu, cuda or cuda:N.") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserInputError(f"--device {name} asks for a GPU but torch sees no CUDA device; use --device cpu.")
-    return device, True
 
 
 def run_name(config):

@@ -11,7 +11,6 @@ import logging
 from pathlib import Path
 from typing import NamedTuple
 
-import torch
 
 from dataset import build_transform
 from dataset.build import validation_cut
@@ -43,19 +42,6 @@ class WeightsSource(NamedTuple):
     config_path: Path
     weights_path: Path
     flag: str
-
-
-def pick_device(name):
-    """``--device``: cuda when available unless told otherwise; a GPU that is not there is a user error."""
-    if name is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UserInputError(f"--device {name} is not a device name; use cpu, cuda or cuda:N.") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserInputError(f"--device {name} asks for a GPU but torch sees no CUDA device; use --device cpu.")
-    return device
 
 
 def run_weights(run_dir):

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import torch
 
-from utils.checkpoint import CHECKPOINT_NAME
 from utils.errors import UserInputError
 from utils.safe_load import UnreadableFileError, load_torch_file
 

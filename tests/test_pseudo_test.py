@@ -2,7 +2,6 @@
 
 The k-reciprocal graphs themselves are checked in tests/test_k_reciprocal.py.
 """
-import copy
 import json
 from pathlib import Path
 
