@@ -28,7 +28,7 @@ part() {  # part NAME SECONDS COMMAND...: run with a limit, log to $out/NAME.log
 { nvidia-smi -L; python3 -c "import sys, torch, torchvision; print(sys.version.split()[0], torch.__version__,
 torchvision.__version__, torch.cuda.get_device_name())"; } >"$out/summary.txt" 2>&1
 
-part cuda_tests 150 python3 -m pytest -q -p no:cacheprovider -rs -m cuda
+part cuda_tests 150 python3 -m pytest -q -p no:cacheprovider -rs -n 0 -m cuda
 part suite 240 python3 -m pytest -q -p no:cacheprovider -rf -n 8 -m "not cuda"
 part demo 120 bash -c "python3 train.py --device cuda --is_apex 1 --output_dir /tmp/gpu_check_runs \
     && cat /tmp/gpu_check_runs/*/summary.json"
