@@ -11,6 +11,12 @@ import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Several test processes share the cores: one thread each (also for the runs and subprocesses they
+    # start), or OpenMP threads spin against each other and a step gets many times slower.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
 
 @pytest.fixture(autouse=True)
 def cpu_unless_marked_cuda(request, monkeypatch):
