@@ -13,6 +13,7 @@ import torch
 from dataset import (ClassBalancedSampler, build_dataset, build_eval_loader, build_train_loader,
                      build_transform, ensure_demo_dataset)
 from evaluation import Evaluator, resolve_kmeans_backend
+from evaluation.refinement import RefinementOptions
 from net import backbone_input_config, build_backbone, build_mpn, load_weights
 
 logger = logging.getLogger(__name__)
@@ -132,12 +133,17 @@ def warn_if_embedding_is_large(encoder_params, embed_dim, models):
                    backbone_bytes / 1e9, mpn_bytes / 1e9, key, paper_value)
 
 
-def build_evaluators(config, device, autocast_dtype=None, distributed=None):
+def build_evaluators(config, device, autocast_dtype=None, distributed=None, stop_request=None):
     """The test evaluator of the dataset's metric set, and the validation one when classes are held out.
 
     Under torchrun every rank embeds its shard; the shards are gathered and
-    the metrics computed on rank 0, then shared, so all ranks agree.
+    the metrics computed on rank 0, then shared, so all ranks agree. With a
+    ``stop_request`` an evaluation stops within one batch of a signal (all
+    ranks together).
     """
+    should_stop = None
+    if stop_request is not None:
+        should_stop = (lambda: distributed.any_rank(stop_request.is_set())) if distributed else stop_request.is_set
     options = dict(device=device, autocast_dtype=autocast_dtype, block_size=config["eval_params"]["block_size"],
                    nmi_seed=config["train_params"]["seed"],
                    gather=distributed.gather_embeddings if distributed else None,
@@ -145,8 +151,17 @@ def build_evaluators(config, device, autocast_dtype=None, distributed=None):
                    output_option=config["eval_params"]["output_test_enc"],
                    extra_metrics=config["eval_params"]["metrics"],
                    kmeans_backend=resolve_kmeans_backend(config["eval_params"]["kmeans"],
-                                                         config["dataset"]["dataset_short"]))
+                                                         config["dataset"]["dataset_short"]),
+                   should_stop=should_stop)
     evaluators = {"test": Evaluator(config["dataset"]["dataset_short"], **options)}
-    if config["dataset"]["val"] and config["mode"] != "test":
+    if config["dataset"]["val"] and config["mode"] not in ("test", "pseudo_test"):
         evaluators["val"] = Evaluator(VALIDATION_METRIC_SET, **options)
     return evaluators
+
+
+def build_refinement_options(config):
+    """How ``pseudo_test`` builds and refines the test graphs (``eval_params``)."""
+    eval_params = config["eval_params"]
+    return RefinementOptions(k1=eval_params["k1"], graph_size=eval_params["graph_size"],
+                             graphs_per_chunk=eval_params["graphs_per_chunk"],
+                             output_option=eval_params["output_test_gnn"], concatenate=bool(eval_params["cat"]))

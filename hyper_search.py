@@ -12,11 +12,14 @@ import copy
 import logging
 import random
 
+from dataset.build import build_dataset
+from dataset.sampler import check_batch_fits
 from experiment import build_setup, run_train, write_resolved_config
 from utils.config import config_to_yaml
 from utils.errors import UserInputError
 from utils.history import History
 from utils.io import atomic_write_text
+from utils.signals import RunInterrupted
 
 logger = logging.getLogger(__name__)
 
@@ -24,13 +27,39 @@ CLASSES_PER_BATCH = (6, 15)  # the authors' range of P
 
 
 def check_search_space(config, source):
-    """Every draw of P must fit the training classes; say so before any trial runs."""
+    """Every trial's draw must fit the training split; say so before any trial runs."""
     num_classes, largest_draw = config["dataset"]["num_classes"], CLASSES_PER_BATCH[1]
     if num_classes < largest_draw:
         raise UserInputError(f"mode hyper_search in {source} draws up to {largest_draw} classes per batch "
                              f"(the authors' range {CLASSES_PER_BATCH[0]}..{largest_draw}) but "
                              f"dataset.num_classes is {num_classes}; search on a dataset with at least "
                              f"{largest_draw} training classes.")
+    labels = training_labels(config)
+    bssampling = config["dataset"]["bssampling"]
+    draws = draw_trials(config)
+    for index, draw in enumerate(draws, start=1):
+        shape = draw["train_params.num_classes_iter"], draw["train_params.num_elements_class"]
+        try:
+            check_batch_fits(labels, *shape, None if bssampling == "no" else bssampling)
+        except UserInputError as error:
+            raise UserInputError(f"mode hyper_search in {source}: trial {index} of {len(draws)} would draw "
+                                 f"P x K = {shape[0]} x {shape[1]}, which does not fit ({error}); search on "
+                                 "a dataset with more images per class, or fewer trials.") from None
+
+
+def training_labels(config):
+    """Labels of the split the trials train on (images are not opened)."""
+    dataset = config["dataset"]
+    val_fraction = dataset["val_fraction"] if dataset["val"] else 0.0
+    train_set = build_dataset(dataset["dataset_short"], dataset["dataset_path"], "train", dataset["num_classes"],
+                              transform=None, val_fraction=val_fraction)
+    return train_set.labels
+
+
+def draw_trials(config):
+    """Every trial's draw, in order: a function of train_params.seed and the number of trials."""
+    rng = random.Random(config["train_params"]["seed"])
+    return [sample_trial(rng) for _ in range(config["hyper_search"]["num_trials"])]
 
 
 def sample_trial(rng):
@@ -58,19 +87,27 @@ def trial_config(config, draw):
     return trial
 
 
-def run_hyper_search(config, run_dir, device, device_requested=False):
-    rng = random.Random(config["train_params"]["seed"])
+def interrupted_in_trial(index, num_trials, run_dir, finished, error):
+    kept = (f"{run_dir / 'trials.csv'} lists the {finished} finished trial(s) and "
+            f"{run_dir / 'best_config.yaml'} is the best so far" if finished else "no trial had finished")
+    return RunInterrupted(f"Stopped in trial {index}/{num_trials} ({error}); {kept}.")
+
+
+def run_hyper_search(config, run_dir, device, device_requested=False, stop_request=None):
     trials = History()
     best_score, best_config = -1.0, None
     num_trials = config["hyper_search"]["num_trials"]
-    for index in range(1, num_trials + 1):
-        draw = sample_trial(rng)
+    for index, draw in enumerate(draw_trials(config), start=1):
         trial = trial_config(config, draw)
         trial_dir = run_dir / f"trial_{index:03d}"
         trial_dir.mkdir()
         write_resolved_config(trial, trial_dir)
         logger.info("Trial %d/%d: %s", index, num_trials, draw)
-        summary = run_train(build_setup(trial, "train", device, device_requested), trial_dir)
+        try:
+            summary = run_train(build_setup(trial, "train", device, device_requested, stop_request=stop_request),
+                                trial_dir, stop_request=stop_request)
+        except RunInterrupted as error:
+            raise interrupted_in_trial(index, num_trials, run_dir, len(trials.rows), error) from None
         score = max((value for key, value in summary["best_metrics"].items() if key.endswith("R@1")), default=0.0)
         trials.append({"trial": index, **draw, "best_R@1": score, "best_epoch": summary["best_epoch"]})
         trials.write_csv(run_dir / "trials.csv")

@@ -6,20 +6,24 @@ The config is validated once, up front; a problem the user can fix stops
 the run with one sentence and exit code 2 before any long work starts.
 """
 import argparse
+import json
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 
-import torch
 import yaml
 
 from utils.checkpoint import resolve_resume_path
 from utils.config import load_config
+from utils.devices import resolve_device
 from utils.distributed import Distributed
 from utils.errors import UserInputError
-from utils.provenance import environment_record, write_environment
+from utils.io import atomic_write_text
 from utils.precision import AS_THE_AUTHORS, resolve_is_apex
+from utils.provenance import environment_record, write_environment
+from utils.resume import RESUME_SAFE_KEYS, describe, differences, recorded_config
 from utils.run_dir import attach_log_file, detach_log_file, make_run_dir, setup_console_logging
 from utils.threads import apply_threads, choose_threads, log_threads
 
@@ -29,6 +33,7 @@ logger = logging.getLogger("train")
 DEFAULT_CONFIG = "config/config_demo_train.yaml"
 REPO_ROOT = Path(__file__).resolve().parent
 EXIT_DIVERGED = 1
+OTHER_RANKS_EXIT_DELAY_S = 2.0
 
 
 def parse_args(argv=None):
@@ -93,33 +98,37 @@ def parse_setting(setting):
                              "its syntax.") from None
 
 
-def resolve_device(name):
-    """``(device, requested)``; asking for CUDA without a GPU is a user error."""
-    if name is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu"), False
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UserInputError(f"--device {name} is not a device name; use cpu, cuda or cuda:N.") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserInputError(f"--device {name} asks for a GPU but torch sees no CUDA device; use --device cpu.")
-    return device, True
-
-
 def run_name(config):
     encoder = config["models"]["encoder_params"]
     return f"{config['dataset']['dataset_short']}_{encoder['net_type']}_{config['mode']}"
 
 
 def load_run_config(args):
-    """The config of a new run, or of the run that ``--resume`` continues, with the flags applied."""
-    resume_path = resolve_resume_path(args.resume) if args.resume else None
-    config_path = resume_path.parent / "config.yaml" if resume_path else args.config_path
+    """The config of a new run, or of the run that ``--resume`` continues, with the flags applied.
+
+    Returns ``(config, resume_path, changes)``; ``changes`` lists the keys a
+    resume may change that differ from the run's record (see utils.resume).
+    """
+    if not args.resume:
+        return load_config(args.config_path, config_overrides(args)), None, []
+    resume_path = resolve_resume_path(args.resume)
+    run_dir = resume_path.parent
+    config_path = run_dir / "config.yaml"
+    if not config_path.is_file():
+        raise UserInputError(f"--resume {args.resume}: the run folder {run_dir} has no config.yaml, which "
+                             "records the run to continue (--config_path is not used with --resume); put "
+                             "the run's config.yaml back, or start a new run.")
     config = load_config(config_path, config_overrides(args))
-    if resume_path is not None and config["mode"] != "train":
+    if config["mode"] != "train":
         raise UserInputError(f"--resume {args.resume}: that run has mode '{config['mode']}', and only training "
                              "runs can be resumed; start it again instead.")
-    return config, resume_path
+    changes = differences(recorded_config(run_dir), config)
+    refused = [change for change in changes if change[0] not in RESUME_SAFE_KEYS]
+    if refused:
+        raise UserInputError(f"--resume {args.resume} continues the recorded run exactly, but {describe(refused)} "
+                             f"differ(s) from its record (from {config_path} or the command line); undo "
+                             "that, or start a new run with it.")
+    return config, resume_path, changes
 
 
 def choose_cpu_threads(config):
@@ -148,36 +157,59 @@ def create_run_dir(args, config, resume_path, distributed):
     return run_dir
 
 
+def report_failure(error, run_dir, is_main):
+    """The sentence once (rank 0 under torchrun), last in train.log; a run folder's summary says it failed.
+
+    The other ranks exit silently, a moment later: torchrun stops the
+    remaining processes as soon as one exits, and rank 0 must get to print.
+    """
+    if not is_main:
+        time.sleep(OTHER_RANKS_EXIT_DELAY_S)
+        return
+    logger.error("%s", error)
+    if run_dir is not None and not (Path(run_dir) / "summary.json").exists():
+        try:
+            atomic_write_text(Path(run_dir) / "summary.json",
+                              json.dumps({"status": "failed", "error": str(error)}, indent=2))
+        except UserInputError:
+            pass  # the disk that failed the run may not take this file either; the log has the sentence
+
+
 def main(argv=None):
     setup_console_logging()
     args = parse_args(argv)
     # Imported late so that `--help` and config errors answer without loading the models.
     from evaluation.clustering import nmi_backend
-    from experiment import build_setup, run_test, run_train, write_resolved_config
+    from experiment import build_setup, run_pseudo_test, run_test, run_train, write_resolved_config
     from hyper_search import check_search_space, run_hyper_search
-    from trainer import TrainingDiverged, TrainingInterrupted
-    from utils.signals import StopRequest
+    from trainer import TrainingDiverged
+    from utils.signals import RunInterrupted, StopRequest
 
-    log_file = distributed = None
+    log_file = distributed = run_dir = None
+    is_main = True
     stop_request = StopRequest()
     try:
         distributed = Distributed.from_environment(args.device)
         is_main = distributed is None or distributed.is_main
         if not is_main:
             logging.getLogger().setLevel(logging.WARNING)
-        config, resume_path = load_run_config(args)
+        config, resume_path, resume_changes = load_run_config(args)
         threads = choose_cpu_threads(config)
         device, device_requested = distributed.device_and_request() if distributed else resolve_device(args.device)
         config, precision_note = resolve_is_apex(config, device)
         mode = config["mode"]
         if mode == "hyper_search":
             check_search_space(config, args.config_path)
-        setup = None if mode == "hyper_search" else build_setup(config, mode, device, device_requested, distributed)
+        setup = None if mode == "hyper_search" else build_setup(config, mode, device, device_requested, distributed,
+                                                                stop_request)
         run_dir = create_run_dir(args, config, resume_path, distributed)
         if is_main:
             log_file = attach_log_file(run_dir)
-            if resume_path is None:
+            if resume_path is None or resume_changes:
                 write_resolved_config(config, run_dir)
+            if resume_changes:
+                logger.info("Resuming with %s (changes a resume allows), recorded in %s",
+                            describe(resume_changes), run_dir / "config.yaml")
             write_environment(run_dir, environment_record(
                 command_line(argv), REPO_ROOT, device, threads.threads, nmi_backend(),
                 distributed.world_size if distributed else 1))
@@ -187,24 +219,30 @@ def main(argv=None):
         log_threads(threads)
         if precision_note:
             logger.info("%s", precision_note)
-        if mode == "test":
-            run_test(setup, run_dir)
-        elif mode == "hyper_search":
-            run_hyper_search(config, run_dir, device, device_requested)
-        else:
-            stop_request.install()
-            try:
+        stop_request.install()
+        try:
+            if mode == "test":
+                run_test(setup, run_dir)
+            elif mode == "pseudo_test":
+                run_pseudo_test(setup, run_dir)
+            elif mode == "hyper_search":
+                run_hyper_search(config, run_dir, device, device_requested, stop_request)
+            else:
                 run_train(setup, run_dir, resume_path, stop_request)
-            finally:
-                stop_request.uninstall()
+        finally:
+            stop_request.uninstall()
     except UserInputError as error:
-        logger.error("%s", error)
+        report_failure(error, run_dir, is_main)
         return UserInputError.exit_code
-    except TrainingInterrupted as error:
+    except RunInterrupted as error:
         logger.warning("%s", error)
         return stop_request.exit_code
+    except KeyboardInterrupt:
+        kept = f"what {run_dir} held before is kept" if run_dir else "nothing was written"
+        logger.warning("Stopped at once by SIGINT; %s.", kept)
+        return stop_request.exit_code
     except TrainingDiverged as error:
-        logger.error("%s", error)
+        report_failure(error, run_dir, is_main)
         return EXIT_DIVERGED
     finally:
         if log_file is not None:

@@ -18,14 +18,17 @@ import torch
 from tqdm import tqdm
 
 from evaluation import format_metrics
+from inference.after_evaluation import AfterEvaluation
 from net.weights import load_weights
 from utils.checkpoint import (CHECKPOINT_NAME, FORMAT_1_BEST_WEIGHTS, capture_rng_state, restore_rng_state,
                               save_checkpoint)
 from utils.errors import UserInputError
 from utils.history import History, is_metric_column
-from utils.io import atomic_torch_save, atomic_write_text
+from utils.io import atomic_torch_save, atomic_write_text, write_together
 from utils.optim import build_optimizer, build_param_groups
 from utils.plots import legend_name, plot_run, schedule_events
+from utils.run_dir import name_for_files
+from utils.signals import RunInterrupted
 
 logger = logging.getLogger(__name__)
 
@@ -34,8 +37,8 @@ class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
 
 
-class TrainingInterrupted(RuntimeError):
-    """A stop was requested (SIGINT/SIGTERM); a resumable checkpoint was written."""
+class TrainingInterrupted(RunInterrupted):
+    """A stop was requested (SIGINT/SIGTERM); a resumable checkpoint was written or kept."""
 
 
 @dataclass
@@ -63,7 +66,7 @@ def unwrap(model):
 def best_weight_names(score, config):
     """The authors' file names: ``<R@1>[neck_]<net_type>_<dataset>.pth`` and the MPN twin."""
     neck = "neck_" if config["models"]["encoder_params"]["neck"] else ""
-    net_type = config["models"]["encoder_params"]["net_type"]
+    net_type = name_for_files(config["models"]["encoder_params"]["net_type"])
     dataset = config["dataset"]["dataset_short"]
     return (f"{score}{neck}{net_type}_{dataset}.pth", f"{score}gnn_{neck}{net_type}_{dataset}.pth")
 
@@ -97,6 +100,8 @@ class Trainer:
         self.history = History()
         # Wall time of the epochs trained in this process, for the run's ETA.
         self.epoch_seconds = []
+        # Pictures of the best and last epoch, TensorBoard: rank 0 only.
+        self.after_evaluation = AfterEvaluation.from_config(config, run_dir) if self.is_main else None
 
     # ------------------------------------------------------------------ loop
     def fit(self):
@@ -230,7 +235,10 @@ class Trainer:
     def evaluate(self, epoch):
         """Metrics used for model selection: the validation classes if held out, else the test set."""
         split = self.selection_split
-        metrics = self.evaluators[split].evaluate(self.backbone, **self.data.eval_loaders[split])
+        try:
+            metrics = self.evaluators[split].evaluate(self.backbone, **self.data.eval_loaders[split])
+        except RunInterrupted:
+            raise self.interrupted_during(f"the evaluation of epoch {epoch}") from None
         logger.info("Epoch %d %s: %s", epoch, split, format_metrics(metrics))
         return {f"{split}_{name}": value for name, value in metrics.items()}
 
@@ -248,10 +256,13 @@ class Trainer:
         if epoch >= 1:
             self.epoch_seconds.append(seconds)
         logger.info("%s", self.epoch_summary(row, score))
+        self.report_evaluation(epoch, row)
         if self.is_main:
-            self.history.write_csv(self.run_dir / "metrics.csv")
+            # last.pth and metrics.csv must agree: both are renamed into place only once both were written.
+            with write_together():
+                save_checkpoint(self.run_dir / CHECKPOINT_NAME, self.state_dict())
+                self.history.write_csv(self.run_dir / "metrics.csv")
             self.plot()
-            save_checkpoint(self.run_dir / CHECKPOINT_NAME, self.state_dict())
             if replaced is not None:
                 self.remove_replaced_best_files(replaced)
 
@@ -329,6 +340,14 @@ class Trainer:
                  selection_column=f"{self.selection_split}_R@1", best_epoch=self.best.epoch,
                  events=schedule_events(self.train_params["lr_drop_epochs"], epochs))
 
+    def report_evaluation(self, epoch, row):
+        """Hand the evaluation just done to the pictures / TensorBoard (rank 0)."""
+        if self.after_evaluation is not None:
+            split = self.selection_split
+            is_best = epoch >= 1 and self.best.epoch == epoch
+            self.after_evaluation.epoch_done(epoch, split, row, self.evaluators[split].last,
+                                             self.data.eval_loaders[split], is_best)
+
     # ------------------------------------------------------------- results
     def finish(self):
         """Final test of the best weights when selecting on val; summary.json names their files."""
@@ -336,12 +355,20 @@ class Trainer:
                    "last_epoch": self.epoch, "last_metrics": self._last_metrics()}
         if "val" in self.evaluators and self.best.backbone_file is not None:
             self.reload_best_weights([(self.backbone, self.best.backbone_file)])
-            test_metrics = self.evaluators["test"].evaluate(self.backbone, **self.data.eval_loaders["test"])
+            try:
+                test_metrics = self.evaluators["test"].evaluate(self.backbone, **self.data.eval_loaders["test"])
+            except RunInterrupted:
+                raise self.interrupted_during("the final test evaluation") from None
             summary["test_metrics_of_best_epoch"] = test_metrics
+            if self.after_evaluation is not None:
+                self.after_evaluation.best_weights_tested(self.best.epoch, self.evaluators["test"].last,
+                                                          self.data.eval_loaders["test"])
             logger.info("Test set, weights of epoch %d: %s", self.best.epoch, format_metrics(test_metrics))
         if self.is_main and self.best.backbone_file is not None:
             summary["best_weights"] = {"backbone": self.best.backbone_file, "mpn": self.best.mpn_file}
             atomic_write_text(self.run_dir / "summary.json", json.dumps(summary, indent=2))
+        if self.after_evaluation is not None:
+            self.after_evaluation.finish(self.best.epoch)
         logger.info("Best epoch %d: %s", self.best.epoch, _format_prefixed(self.best.metrics))
         logger.info("Last epoch %d: %s", self.epoch, _format_prefixed(summary["last_metrics"]))
         return summary
@@ -381,6 +408,14 @@ class Trainer:
         self.resume_step = state["resume_step"]
         self.partial_sums = dict(state["partial_sums"])
         restore_rng_state(state["rng"])
+
+    def interrupted_during(self, what):
+        """Stopped in an evaluation: the checkpoint of the last completed epoch stays as it was."""
+        if not self.history.rows:
+            return TrainingInterrupted(f"Stopped during {what}, before any epoch was completed; nothing to "
+                                       "resume, start the run again.")
+        return TrainingInterrupted(f"Stopped during {what}; {self.run_dir / CHECKPOINT_NAME} holds epoch "
+                                   f"{self.epoch}, resume with `python train.py --resume {self.run_dir}`.")
 
     def save_interrupted(self, epoch, steps_done, sums):
         """Write a checkpoint in the middle of ``epoch`` and stop."""

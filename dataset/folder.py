@@ -36,11 +36,32 @@ def class_folders(images):
     return sorted(entry.name for entry in os.scandir(images) if entry.is_dir())
 
 
+def walk_once(top):
+    """``os.walk(top, followlinks=True)``, but every real folder is entered once.
+
+    A link back to a folder above (a cycle) or to a folder already walked is
+    not followed, so each folder, and so each file, is found once.
+    """
+    seen = set()
+    for folder, folders, names in os.walk(top, followlinks=True):
+        stat = os.stat(folder)
+        if (stat.st_dev, stat.st_ino) in seen:
+            folders[:] = []
+            continue
+        seen.add((stat.st_dev, stat.st_ino))
+        folders.sort()  # a deterministic first visit when two links lead to one folder
+        yield folder, folders, names
+
+
 def images_of_class(class_dir):
-    """Image paths of one class folder in ImageFolder's order (sorted walk)."""
-    paths = []
-    for folder, _, names in sorted(os.walk(class_dir, followlinks=True)):
-        paths.extend(os.path.join(folder, name) for name in sorted(names) if is_image_file(name))
+    """Image paths of one class folder in ImageFolder's order (sorted walk), each real file once."""
+    paths, seen_files = [], set()
+    for folder, _, names in sorted(walk_once(class_dir)):
+        for name in sorted(names):
+            path = os.path.join(folder, name)
+            if is_image_file(name) and os.path.realpath(path) not in seen_files:
+                seen_files.add(os.path.realpath(path))
+                paths.append(path)
     if not paths:
         raise UserInputError(
             f"The class folder {class_dir} holds no images; add images with one of the "

@@ -2,6 +2,7 @@
 import logging
 from typing import NamedTuple
 
+import numpy as np
 import PIL.Image
 import torch.utils.data
 
@@ -26,10 +27,52 @@ def broken_image_message(path, reason):
             f"or set skip_broken_images to skip such images")
 
 
+# PIL modes of one channel with more than 8 bits; PIL's own convert("RGB") clips them to 255
+# (16-bit) or to 0 and 1 (float), which makes them white or black.
+SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+SIXTEEN_BIT_MAX = 65535
+
+
 def load_rgb(path):
-    """Decode the whole file now, so that a truncated image fails here."""
+    """The one function that opens an image: 8-bit RGB, whatever the file holds.
+
+    Decodes the whole file now, so that a truncated image fails here.
+    Palette, grey, RGBA and CMYK images are converted by PIL; 16-bit grey
+    images are scaled from 0..65535 to 0..255, float images from 0..1; other
+    high-bit-depth pixels raise ``ValueError`` with a reason (the caller
+    names the file).
+    """
     with PIL.Image.open(path) as image:
+        if image.mode in SIXTEEN_BIT_MODES or image.mode in ("I", "F"):
+            return high_bit_depth_to_rgb(image)
         return image.convert("RGB")
+
+
+def high_bit_depth_to_rgb(image):
+    """A 16-bit, 32-bit integer or float grey image as 8-bit RGB, scaled, never clipped."""
+    pixels = np.asarray(image, dtype=np.float64)
+    if image.mode == "F":
+        if not (np.isfinite(pixels).all() and pixels.min() >= 0 and pixels.max() <= 1):
+            raise ValueError("a float image with values outside 0..1, which cannot be scaled to 8 bits; "
+                             "save it as an 8- or 16-bit image")
+        scaled = pixels * 255.0
+    else:
+        if pixels.min() < 0 or pixels.max() > SIXTEEN_BIT_MAX:
+            raise ValueError(f"a {image.mode} image with values outside 0..{SIXTEEN_BIT_MAX}, which cannot "
+                             "be scaled to 8 bits; save it as an 8- or 16-bit image")
+        scaled = pixels * (255.0 / SIXTEEN_BIT_MAX)
+    return PIL.Image.fromarray(np.round(scaled).astype(np.uint8), mode="L").convert("RGB")
+
+
+def transform_with_seed(transform, image, seed):
+    """``transform(image)`` with torch's CPU generator seeded from ``seed``, restored afterwards.
+
+    torchvision's random transforms (and our erasing) draw from that generator;
+    forking it keeps the caller's random stream (dropout, ...) untouched.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(seed)
+        return transform(image)
 
 
 class ImageListDataset(torch.utils.data.Dataset):
@@ -51,7 +94,9 @@ class ImageListDataset(torch.utils.data.Dataset):
     def __len__(self):
         return len(self.paths)
 
-    def __getitem__(self, index):
+    def __getitem__(self, key):
+        """``key``: an index, or ``(index, seed)`` to draw the random transforms from ``seed``."""
+        index, seed = key if isinstance(key, tuple) else (key, None)
         path = self.paths[index]
         try:
             image = load_rgb(path)
@@ -61,5 +106,5 @@ class ImageListDataset(torch.utils.data.Dataset):
                 return BrokenImage(index, path, str(error))
             raise UserInputError(broken_image_message(path, error)) from error
         if self.transform is not None:
-            image = self.transform(image)
+            image = self.transform(image) if seed is None else transform_with_seed(self.transform, image, seed)
         return image, self.labels[index], index, path

@@ -61,15 +61,34 @@ class ImageLoader(torch.utils.data.DataLoader):
                            item.path, item.reason, self.num_skipped_images)
 
 
+class SeededSampler(torch.utils.data.Sampler):
+    """``(index, augmentation seed)`` pairs of a ``ClassBalancedSampler``.
+
+    The dataset augments each item from its own seed, so augmentations do
+    not depend on the worker count or on which worker reads the item.
+    """
+
+    def __init__(self, sampler):
+        self.sampler = sampler
+
+    def __iter__(self):
+        return zip(iter(self.sampler), self.sampler.augmentation_seeds().tolist())
+
+    def __len__(self):
+        return len(self.sampler)
+
+
 def build_train_loader(dataset, sampler, batch_size, num_workers, pin_memory=False, seed=0):
     """Batches of ``batch_size`` (= P*K) in the sampler's order; the last incomplete one is dropped.
 
-    Workers are not persistent: each epoch starts new ones whose seeds come
-    from ``generator``, which the trainer reseeds from (seed, epoch), so the
-    augmentations of an epoch are the same in a resumed run.
+    Each item's augmentation comes from the seed the sampler gives its
+    position (``SeededSampler``), so an epoch's augmentations are the same
+    in a resumed run and with any ``num_workers``. Workers are not
+    persistent; ``generator`` (reseeded per epoch by the trainer) only seeds
+    their numpy and ``random`` modules.
     """
     return ImageLoader(
-        dataset, batch_size=batch_size, sampler=sampler, drop_last=True,
+        dataset, batch_size=batch_size, sampler=SeededSampler(sampler), drop_last=True,
         num_workers=num_workers, pin_memory=pin_memory, worker_init_fn=seed_worker,
         generator=torch.Generator().manual_seed(seed))
 

@@ -14,6 +14,7 @@ nothing in the download is moved or deleted. A second run finds every file
 in place and reports 0 new.
 """
 import argparse
+import hashlib
 import logging
 import os
 import shutil
@@ -30,12 +31,16 @@ logger = logging.getLogger(__name__)
 
 
 def link_or_copy(source, target):
-    """Place ``source`` at ``target`` unless something is there; True when placed now.
+    """Place ``source`` at ``target`` unless it is there already; True when placed now.
 
     A copy goes to a temporary name first, so an interrupted run never
-    leaves a half-written file under the final name.
+    leaves a half-written file under the final name. A different file
+    already at ``target`` is an error, never counted as "already there".
     """
     if target.exists():
+        if not (os.path.samefile(source, target) or source.stat().st_size == target.stat().st_size):
+            raise UserInputError(f"{target} already exists and is not a copy of {source}; prepare into an "
+                                 f"empty output folder.")
         return False
     target.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -119,13 +124,45 @@ def inshop_plan(download, out):
 PLANS = {"sop": sop_plan, "cars": cars_plan, "inshop": inshop_plan}
 
 
+def with_unique_targets(plan, download):
+    """The plan with one target per source: same-named images of different folders both kept.
+
+    Names stay the download's unless two different sources would land on one
+    target; then each of those gets a suffix from its path in the download
+    (``<stem>-<8 hex digits><suffix>``). A source listed twice is placed once.
+    """
+    sources_of = {}
+    for source, target in plan:
+        sources_of.setdefault(target, [])
+        if source not in sources_of[target]:
+            sources_of[target].append(source)
+    unique = []
+    for target, sources in sources_of.items():
+        if len(sources) == 1:
+            unique.append((sources[0], target))
+            continue
+        for source in sources:
+            tag = hashlib.sha1(source.relative_to(download).as_posix().encode()).hexdigest()[:8]
+            unique.append((source, target.with_name(f"{target.stem}-{tag}{target.suffix}")))
+    return unique
+
+
+def check_output_outside_download(download, out):
+    resolved_download, resolved_out = download.resolve(), out.resolve()
+    if resolved_out == resolved_download or resolved_download in resolved_out.parents:
+        raise UserInputError(f"The output folder {out} lies inside the download {download}, which must stay "
+                             f"untouched; choose an output folder outside it.")
+
+
 def prepare(name, download, out):
     """Place every file of dataset ``name``; returns (files placed now, files in the plan)."""
     download, out = Path(download), Path(out)
     if not download.is_dir():
         raise UserInputError(f"The download folder {download} does not exist; pass the folder "
                              f"the {name} archive was unpacked into.")
+    check_output_outside_download(download, out)
     plan, num_classes = PLANS[name](download, out)
+    plan = with_unique_targets(plan, download)
     placed = sum(link_or_copy(source, target)
                  for source, target in tqdm(plan, desc=f"Preparing {name}", unit="file"))
     logger.info("%s: %d classes, %d files in %s (%d new, %d already there).",

@@ -9,6 +9,8 @@ import torch.utils.data
 from utils.errors import UserInputError
 
 BATCH_SIZE_SAMPLINGS = (None, "no", "NumberSampler")
+# Keeps the augmentation seeds' random stream apart from the batch order's.
+AUGMENTATION_STREAM = 1
 
 
 def allowed_num_classes_iter(batch_size):
@@ -86,10 +88,23 @@ class ClassBalancedSampler(torch.utils.data.Sampler):
         batches = chunks.reshape(-1, self.batch_size)
         batches_per_rank = len(batches) // self.world_size
         self.indices = batches[self.rank::self.world_size][:batches_per_rank].reshape(-1)
+        self.first_position = 0
 
     def skip_batches(self, count):
         """Drop this epoch's first ``count`` batches (a run resumed mid-epoch); ``set_epoch`` undoes it."""
         self.indices = self.indices[count * self.batch_size:]
+        self.first_position += count * self.batch_size
+
+    def augmentation_seeds(self):
+        """One seed per yielded index: a function of (seed, epoch, rank, position in the epoch) only.
+
+        The item at position p of epoch e gets the same augmentation whichever
+        loader worker reads it, with any number of workers, and in a run
+        resumed mid-epoch (the skipped positions still count).
+        """
+        rng = np.random.default_rng([self.seed, self.epoch, self.rank, AUGMENTATION_STREAM])
+        seeds = rng.integers(0, 2**63 - 1, size=self.first_position + len(self.indices), dtype=np.int64)
+        return seeds[self.first_position:]
 
     def __iter__(self):
         return iter(self.indices.tolist())

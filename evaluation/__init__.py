@@ -5,6 +5,7 @@ The metrics are pure functions of tensors; ``Evaluator`` is the one place
 that runs a model. Nothing here imports a model module.
 """
 from evaluation.embeddings import extract_embeddings
+from evaluation.k_reciprocal import k_reciprocal_batches, k_reciprocal_batches_inshop
 from evaluation.evaluator import Evaluator
 from evaluation.metric_sets import format_metrics, metric_set
 from evaluation.clustering import nmi, nmi_backend, nmi_from_clusters, resolve_kmeans_backend
@@ -19,6 +20,8 @@ __all__ = [
     "inshop_recall_at_k",
     "inshop_retrieval_metrics",
     "map_at_r",
+    "k_reciprocal_batches",
+    "k_reciprocal_batches_inshop",
     "metric_set",
     "nmi",
     "nmi_backend",

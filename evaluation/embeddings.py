@@ -2,8 +2,10 @@
 import torch
 from tqdm import tqdm
 
+from utils.signals import RunInterrupted
 
-def extract_embeddings(model, loader, device, autocast_dtype=None, output_option="plain"):
+
+def extract_embeddings(model, loader, device, autocast_dtype=None, output_option="plain", should_stop=None):
     """Run ``model`` over ``loader``; returns ``(embeddings, labels, indices)`` on ``device``.
 
     Loader batches are ``(images, labels, indices, paths)``; the model is
@@ -11,6 +13,8 @@ def extract_embeddings(model, loader, device, autocast_dtype=None, output_option
     ``(logits, embedding)``. The model runs in eval mode without gradients
     and goes back to its previous mode afterwards. Embeddings come back as
     float32 even under autocast, labels and dataset indices as int64.
+    ``should_stop()`` is asked after every batch; when it says yes the
+    extraction ends with ``RunInterrupted`` (a stop within one batch).
     """
     device = torch.device(device)
     was_training = model.training
@@ -27,6 +31,11 @@ def extract_embeddings(model, loader, device, autocast_dtype=None, output_option
                 embeddings.append(embedding.float())
                 labels.append(torch.as_tensor(batch_labels, dtype=torch.int64).to(device))
                 indices.append(torch.as_tensor(batch_indices, dtype=torch.int64).to(device))
+                if should_stop is not None and should_stop():
+                    raise RunInterrupted("Stopped during the evaluation")
     finally:
         model.train(was_training)
+    if not embeddings:  # every image of the loader was skipped as unreadable
+        empty = torch.empty(0, dtype=torch.int64, device=device)
+        return torch.empty(0, 0, device=device), empty, empty.clone()
     return torch.cat(embeddings), torch.cat(labels), torch.cat(indices)

@@ -1,15 +1,35 @@
 """The one place that runs a model for evaluation; the metrics are pure functions."""
 import logging
+import time
+from typing import NamedTuple, Optional
 
 import torch
 
 from evaluation.clustering import nmi, nmi_backend
 from evaluation.embeddings import extract_embeddings
-from evaluation.metric_sets import EXTRA_METRICS, metric_set
+from evaluation.metric_sets import EXTRA_METRICS, format_metrics, metric_set
 from evaluation.precision_at_r import inshop_retrieval_metrics, retrieval_metrics
 from evaluation.recall import DEFAULT_BLOCK_SIZE, inshop_recall_at_k, recall_at_k
+from evaluation.refinement import all_against_all_graphs, query_gallery_graphs, refine_first_nodes
 
 logger = logging.getLogger(__name__)
+
+
+class EmbeddedSplit(NamedTuple):
+    """One embedded split in dataset-index order; ``indices`` say which dataset
+    items they are (a skipped broken image leaves a gap)."""
+
+    embeddings: torch.Tensor
+    labels: torch.Tensor
+    indices: torch.Tensor
+
+
+class LastEvaluation(NamedTuple):
+    """What the latest ``evaluate`` embedded: ``queries`` against ``gallery``
+    (In-Shop), or ``gallery`` against itself (``queries`` is None)."""
+
+    gallery: EmbeddedSplit
+    queries: Optional[EmbeddedSplit] = None
 
 
 class Evaluator:
@@ -22,12 +42,16 @@ class Evaluator:
     to pad its shards are dropped afterwards), and ``share(compute)`` runs
     ``compute()`` on one process and returns its result on all of them.
     ``extra_metrics`` (names of ``EXTRA_METRICS``) are reported after the
-    dataset's own, in that order.
+    dataset's own, in that order. ``should_stop()`` (asked after every
+    embedding batch, the same number of times on every process) stops the
+    evaluation with ``RunInterrupted``.
+    ``last`` keeps the embeddings of the latest evaluation (a ``LastEvaluation``)
+    so that pictures can be drawn without embedding again.
     """
 
     def __init__(self, dataset_short, device, autocast_dtype=None, block_size=DEFAULT_BLOCK_SIZE,
                  nmi_seed=0, gather=None, share=None, output_option="plain", extra_metrics=(),
-                 kmeans_backend=None):
+                 kmeans_backend=None, should_stop=None):
         self.metric_set = metric_set(dataset_short)
         self.device = torch.device(device)
         self.autocast_dtype = autocast_dtype
@@ -39,7 +63,9 @@ class Evaluator:
         self.share = share
         self.output_option = output_option
         self.extra_metrics = tuple(extra_metrics)
+        self.should_stop = should_stop
         self._backend_logged = False
+        self.last = None
 
     def evaluate(self, model, loader=None, query_loader=None, gallery_loader=None):
         """``{'R@1': fraction, ..., 'NMI': fraction}``.
@@ -50,13 +76,72 @@ class Evaluator:
             if query_loader is None or gallery_loader is None:
                 raise ValueError("In-Shop evaluation needs query_loader and gallery_loader")
             query, gallery = self._embed(model, query_loader), self._embed(model, gallery_loader)
-            compute = lambda: self.query_gallery_metrics(*query, *gallery)  # noqa: E731
+            self.last = LastEvaluation(gallery, query)
+            compute = lambda: self.query_gallery_metrics(*query[:2], *gallery[:2])  # noqa: E731
         else:
             if loader is None:
                 raise ValueError("this dataset's evaluation needs loader")
             test_set = self._embed(model, loader)
-            compute = lambda: self.all_against_all_metrics(*test_set)  # noqa: E731
+            self.last = LastEvaluation(test_set)
+            compute = lambda: self.all_against_all_metrics(*test_set[:2])  # noqa: E731
         return compute() if self.share is None else self.share(compute)
+
+    def evaluate_refined(self, model, mpn, options, loader=None, query_loader=None, gallery_loader=None):
+        """Backbone-only metrics, then the metrics of the MPN-refined embeddings (``pseudo_test``).
+
+        Returns ``{'backbone': metrics, 'mpn_refined': metrics, 'seconds': {...}}``
+        with the seconds of each stage. ``options`` is a
+        ``evaluation.refinement.RefinementOptions``. In-Shop refines the
+        queries with graphs of gallery items; the gallery stays as embedded.
+        """
+        started = time.perf_counter()
+        if self.metric_set.query_gallery:
+            if query_loader is None or gallery_loader is None:
+                raise ValueError("In-Shop evaluation needs query_loader and gallery_loader")
+            embedded = (*self._embed(model, query_loader)[:2], *self._embed(model, gallery_loader)[:2])
+        else:
+            if loader is None:
+                raise ValueError("this dataset's evaluation needs loader")
+            embedded = self._embed(model, loader)[:2]
+        embedding_seconds = time.perf_counter() - started
+        compute = lambda: self._backbone_and_refined_metrics(mpn, options, embedded)  # noqa: E731
+        result = compute() if self.share is None else self.share(compute)
+        result["seconds"] = {"embedding": embedding_seconds, **result["seconds"]}
+        return result
+
+    def _backbone_and_refined_metrics(self, mpn, options, embedded):
+        seconds, clock = {}, time.perf_counter()
+
+        def lap(name):
+            nonlocal clock
+            now = time.perf_counter()
+            seconds[name], clock = now - clock, now
+
+        backbone = self._metrics_of(*embedded)
+        lap("backbone_metrics")
+        logger.info("Backbone: %s", format_metrics(backbone))
+        if self.metric_set.query_gallery:
+            query, query_labels, gallery, gallery_labels = embedded
+            graphs = query_gallery_graphs(query, gallery, options, self.block_size)
+            nodes = torch.cat([query, gallery])
+        else:
+            nodes, labels = embedded
+            graphs = all_against_all_graphs(nodes, options, self.block_size)
+        lap("graphs")
+        refined = refine_first_nodes(mpn, nodes, graphs, options, self.autocast_dtype)
+        lap("refinement")
+        refined_set = ((refined, query_labels, gallery, gallery_labels) if self.metric_set.query_gallery
+                       else (refined, labels))
+        mpn_refined = self._metrics_of(*refined_set)
+        lap("refined_metrics")
+        logger.info("MPN-refined (%d graphs of %d): %s", len(graphs), graphs.shape[1],
+                    format_metrics(mpn_refined))
+        return {"backbone": backbone, "mpn_refined": mpn_refined, "seconds": seconds}
+
+    def _metrics_of(self, *embedded):
+        if self.metric_set.query_gallery:
+            return self.query_gallery_metrics(*embedded)
+        return self.all_against_all_metrics(*embedded)
 
     def all_against_all_metrics(self, embeddings, labels):
         ks = self.metric_set.recall_ks
@@ -90,16 +175,17 @@ class Evaluator:
 
     def _embed(self, model, loader):
         embeddings, labels, indices = extract_embeddings(model, loader, self.device,
-                                                         self.autocast_dtype, self.output_option)
+                                                         self.autocast_dtype, self.output_option,
+                                                         self.should_stop)
         if self.gather is not None:
             embeddings, labels, indices = self.gather(embeddings, labels, indices)
         return in_index_order(embeddings, labels, indices)
 
 
 def in_index_order(embeddings, labels, indices):
-    """Embeddings and labels sorted by dataset index, each index kept once."""
+    """An ``EmbeddedSplit`` sorted by dataset index, each index kept once."""
     indices, order = torch.sort(indices, stable=True)
     first = torch.ones_like(indices, dtype=torch.bool)
     first[1:] = indices[1:] != indices[:-1]
     order = order[first]
-    return embeddings[order], labels[order]
+    return EmbeddedSplit(embeddings[order], labels[order], indices[first])

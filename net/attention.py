@@ -44,7 +44,7 @@ def null_logit_softmax(scores):
 
 
 def aggregate_add(weights, values):
-    """sum_j a_ij v_j: (H, n, n) weights, (H, n, d) values -> (H, n, d)."""
+    """sum_j a_ij v_j: (..., H, n, n) weights, (..., H, n, d) values -> (..., H, n, d)."""
     return weights @ values
 
 
@@ -63,14 +63,15 @@ def aggregate_max(weights, values):
     On the complete graph every node receives n messages, so the channel-wise
     maximum of the n weighted messages is taken (it may be negative).
     Targets are processed in blocks so that the weighted messages never
-    exceed ``MAX_AGGREGATION_ELEMENTS`` entries.
+    exceed ``MAX_AGGREGATION_ELEMENTS`` entries. Leading dimensions (a
+    batch of graphs) pass through.
     """
-    num_heads, num_nodes, head_dim = values.shape
-    block = max(1, MAX_AGGREGATION_ELEMENTS // (num_heads * num_nodes * head_dim))
+    # A block of b targets weighs b x values.numel() messages.
+    block = max(1, MAX_AGGREGATION_ELEMENTS // max(1, values.numel()))
     return torch.cat([
         (weights_block.unsqueeze(-1) * values.unsqueeze(-3)).amax(dim=-2)
-        for weights_block in weights.split(block, dim=1)
-    ], dim=1)
+        for weights_block in weights.split(block, dim=-2)
+    ], dim=-2)
 
 
 AGGREGATORS = {"add": aggregate_add, "mean": aggregate_mean, "max": aggregate_max}
@@ -104,12 +105,13 @@ class MultiHeadDotProduct(nn.Module):
             nn.init.zeros_(linear.bias)
 
     def forward(self, feats, edge_weights=None):
-        """(n, d) node features -> (n, d) attention output.
+        """(n, d) node features -> (n, d) attention output; a batch of
+        graphs of the same size, (graphs, n, d), gives (graphs, n, d).
 
         Args:
-            feats: (n, d) node features.
-            edge_weights: optional (n, n) weights that multiply the attention
-                weights after dropout (``mult_attr``).
+            feats: (n, d) or (graphs, n, d) node features.
+            edge_weights: optional (n, n) or (graphs, n, n) weights that
+                multiply the attention weights after dropout (``mult_attr``).
         """
         queries = self._split_heads(self.q_linear(feats))
         keys = self._split_heads(self.k_linear(feats))
@@ -121,15 +123,18 @@ class MultiHeadDotProduct(nn.Module):
         return self.out(self._merge_heads(messages.to(feats.dtype)))
 
     def attend(self, queries, keys, values, edge_weights):
-        """(H, n, d/H) queries, keys, values -> (H, n, d/H) aggregated messages."""
+        """(..., H, n, d/H) queries, keys, values -> (..., H, n, d/H) aggregated messages."""
         scores = queries @ keys.transpose(-2, -1) / math.sqrt(self.head_dim)
         weights = self.dropout(null_logit_softmax(scores))
         if edge_weights is not None:
-            weights = weights * edge_weights
+            weights = weights * edge_weights.unsqueeze(-3)
         return self.aggregate(weights, values)
 
     def _split_heads(self, feats):
-        return feats.view(feats.shape[0], self.num_heads, self.head_dim).transpose(0, 1)
+        """(..., n, d) -> (..., H, n, d/H)."""
+        return feats.view(*feats.shape[:-1], self.num_heads, self.head_dim).transpose(-3, -2)
 
     def _merge_heads(self, feats):
-        return feats.transpose(0, 1).reshape(feats.shape[1], self.num_heads * self.head_dim)
+        """(..., H, n, d/H) -> (..., n, d)."""
+        merged = feats.transpose(-3, -2)
+        return merged.reshape(*merged.shape[:-2], self.num_heads * self.head_dim)

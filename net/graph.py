@@ -17,17 +17,19 @@ def correlation_edge_weights(feats):
     autocast: it is one small n x n matrix and its values feed a product.
 
     Args:
-        feats: (n, d) input embeddings of the batch.
+        feats: (n, d) input embeddings of the batch, or (graphs, n, d) for
+            a batch of graphs.
 
     Returns:
-        (n, n) non-negative, symmetric edge weights; entry ``[i, j]`` is the
-        weight of the edge between samples i and j.
+        (n, n) (or (graphs, n, n)) non-negative, symmetric edge weights;
+        entry ``[i, j]`` is the weight of the edge between samples i and j.
     """
     with torch.autocast(device_type=feats.device.type, enabled=False):
-        centred = feats.float() - feats.float().mean(dim=1, keepdim=True)
-        norms = centred.norm(dim=1)
+        centred = feats.float() - feats.float().mean(dim=-1, keepdim=True)
+        norms = centred.norm(dim=-1)
         # Same order of operations as the authors (product first, then divide
         # by the outer product of norms); the clamp only guards a constant
         # vector, whose correlation is undefined, against 0 / 0.
-        correlation = (centred @ centred.t()) / torch.outer(norms, norms).clamp_min(1e-24)
+        outer_norms = norms.unsqueeze(-1) * norms.unsqueeze(-2)
+        correlation = (centred @ centred.transpose(-2, -1)) / outer_norms.clamp_min(1e-24)
         return correlation.clamp_min(0.0)

@@ -119,11 +119,11 @@ class MPN(nn.Module):
         edge_weights = correlation_edge_weights(feats) if self.mult_attr else None
         layer_outputs = self.gnn_model["node_model"](self.dim_red(feats), edge_weights)
         features = self._select_features(layer_outputs)
-        necked = ([bn(f) for bn, f in zip(self.bottleneck, features)]
+        necked = ([_over_nodes(bn, f) for bn, f in zip(self.bottleneck, features)]
                   if self.bottleneck is not None else features)
         logits = [fc(f) for fc, f in zip(self.fc, necked)]
         if output_option == "plain":
-            return logits, [F.normalize(f, p=2, dim=1) for f in features]
+            return logits, [F.normalize(f, p=2, dim=-1) for f in features]
         if output_option == "norm":
             return logits, features
         if output_option == "neck":
@@ -132,10 +132,17 @@ class MPN(nn.Module):
 
     def _select_features(self, layer_outputs):
         if self.concatenate_layers:
-            return [torch.cat(layer_outputs, dim=1)]
+            return [torch.cat(layer_outputs, dim=-1)]
         if self.classifier_per_layer:
             return layer_outputs
         return layer_outputs[-1:]
+
+
+def _over_nodes(batch_norm, feats):
+    """BatchNorm1d over the nodes of one graph (n, d) or of a batch of graphs (graphs, n, d)."""
+    if feats.dim() == 2:
+        return batch_norm(feats)
+    return batch_norm(feats.reshape(-1, feats.shape[-1])).view(feats.shape)
 
 
 def build_mpn(gnn_params, embed_dim):

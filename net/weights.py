@@ -42,12 +42,20 @@ def read_state_dict(path, config_key):
         raise UserInputError(
             f"The file {path} given by {config_key} is not a PyTorch checkpoint "
             f"({error}); give a file written by torch.save(model.state_dict()).") from None
+    if isinstance(checkpoint, dict) and "format_version" in checkpoint and "backbone" in checkpoint:
+        raise UserInputError(resumable_checkpoint_message(path, config_key))
     state = _unwrap(checkpoint)
     if state is None:
         raise UserInputError(
             f"The file {path} given by {config_key} holds no state dict of tensors; "
             f"give a file written by torch.save(model.state_dict()).")
     return _strip_parallel_prefix(state)
+
+
+def resumable_checkpoint_message(path, config_key):
+    return (f"The file {path} given by {config_key} is a resumable training checkpoint, not weights; give the "
+            f"best weights of that run (the file summary.json names under best_weights, e.g. "
+            f"{path.parent}/<R@1><net_type>_<dataset>.pth), or continue the run with --resume {path.parent}.")
 
 
 def _unwrap(checkpoint):

@@ -11,6 +11,12 @@ import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Several test processes share the cores: one thread each (also for the runs and subprocesses they
+    # start), or OpenMP threads spin against each other and a step gets many times slower.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
 
 @pytest.fixture(autouse=True)
 def cpu_unless_marked_cuda(request, monkeypatch):
@@ -94,6 +100,7 @@ def tiny_train_config(dataset_path, **train_params):
                                eval_before_training=0)
     raw["train_params"].update(train_params)
     raw["eval_params"]["batch_size"] = 16
+    raw["logging"] = {"pictures": 0}  # a few seconds per run; tests/test_use_model.py draws them
     return raw
 
 

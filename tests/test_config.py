@@ -22,7 +22,7 @@ def write_config(tmp_path, mutate):
 @pytest.mark.parametrize("path", CONFIG_FILES, ids=lambda path: path.name)
 def test_every_config_file_loads_and_validates(path):
     config = load_config(path)
-    assert config["mode"] in ("train", "test", "hyper_search")
+    assert config["mode"] in ("train", "test", "pseudo_test", "hyper_search")
     assert config["models"]["gnn_params"]["classifier"]["num_classes"] == config["dataset"]["num_classes"]
 
 

@@ -110,3 +110,20 @@ def test_recall_keeps_tf32_off_on_the_gpu():
         torch.backends.cuda.matmul.allow_tf32 = previous
     assert on_gpu == recall_at_k(embeddings, labels, (1, 4))
     assert inshop_gpu == inshop_recall_at_k(embeddings[:100], labels[:100], embeddings[100:], labels[100:], (1, 4))
+
+
+def test_pseudo_test_graphs_and_refinement_on_the_gpu_equal_the_cpu_ones():
+    from evaluation import k_reciprocal_batches, k_reciprocal_batches_inshop
+    from evaluation.refinement import RefinementOptions, refine_first_nodes
+    from net import build_mpn
+    from tests.test_pseudo_test import gnn_params
+    embeddings = torch.randn(500, 32, generator=torch.Generator().manual_seed(0))
+    graphs = k_reciprocal_batches(embeddings, 7, block_size=64)
+    assert torch.equal(k_reciprocal_batches(embeddings.cuda(), 7, block_size=64).cpu(), graphs)
+    assert torch.equal(k_reciprocal_batches_inshop(embeddings[:200].cuda(), embeddings[200:].cuda(), 4).cpu(),
+                       k_reciprocal_batches_inshop(embeddings[:200], embeddings[200:], 4))
+    torch.manual_seed(0)
+    mpn = build_mpn(gnn_params(), 32).eval()
+    on_cpu = refine_first_nodes(mpn, embeddings, graphs, RefinementOptions(graphs_per_chunk=100))
+    on_gpu = refine_first_nodes(mpn.cuda(), embeddings.cuda(), graphs.cuda(), RefinementOptions(graphs_per_chunk=100))
+    torch.testing.assert_close(on_gpu.cpu(), on_cpu, rtol=1e-4, atol=1e-5)

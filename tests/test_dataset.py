@@ -239,19 +239,23 @@ def test_train_loader_gives_full_batches_of_images_labels_indices_paths(dataset_
     assert loader.drop_last and not loader.persistent_workers
 
 
-def test_train_loader_augmentations_repeat_when_its_generator_is_reseeded(dataset_image_tree):
-    root = dataset_image_tree([4, 4])
-    dataset = build_dataset("cub", root, "train", 2, build_transform("GL_orig_RE", True, "resnet18", 8, 8))
-    sampler = ClassBalancedSampler(dataset.labels, 2, 2)
-    loader = build_train_loader(dataset, sampler, 4, num_workers=1, seed=3)
+def test_train_augmentations_depend_on_seed_epoch_and_position_not_on_workers(dataset_image_tree):
+    root = dataset_image_tree([4, 4, 4])
+    dataset = build_dataset("cub", root, "train", 3, build_transform("GL_orig_RE", True, "resnet18", 8, 8))
 
-    def first_batch(seed):
-        loader.generator.manual_seed(seed)
-        sampler.set_epoch(1)
-        return next(iter(loader))[0]
+    def epoch_images(num_workers, seed=3, epoch=1, skip=0):
+        sampler = ClassBalancedSampler(dataset.labels, 2, 2, seed=seed)
+        loader = build_train_loader(dataset, sampler, 4, num_workers=num_workers, seed=seed)
+        loader.generator.manual_seed(1000 + num_workers)  # worker seeds must not matter
+        sampler.set_epoch(epoch)
+        sampler.skip_batches(skip)
+        return torch.cat([batch[0] for batch in loader])
 
-    torch.testing.assert_close(first_batch(5), first_batch(5))
-    assert not torch.equal(first_batch(5), first_batch(6))
+    in_process = epoch_images(0)
+    torch.testing.assert_close(epoch_images(2), in_process, rtol=0, atol=0)
+    torch.testing.assert_close(epoch_images(2, skip=1), in_process[4:], rtol=0, atol=0)
+    assert not torch.equal(epoch_images(0, epoch=2), in_process)
+    assert not torch.equal(epoch_images(0, seed=4), in_process)
 
 
 def test_eval_loader_keeps_dataset_order_and_last_batch(dataset_image_tree):

@@ -1,9 +1,12 @@
 """The demo dataset: real digit images in the folder layout, built once."""
+import json
+
 import PIL.Image
 import pytest
 
 from dataset.build import build_dataset
-from dataset.demo import COMPLETE_MARKER, DEMO_NUM_CLASSES, IMAGE_SIZE, ensure_demo_dataset
+from dataset.demo import DEMO_NUM_CLASSES, IMAGE_SIZE, MANIFEST, ensure_demo_dataset
+from utils.errors import UserInputError
 
 
 @pytest.fixture(scope="module")
@@ -33,17 +36,54 @@ def test_second_call_rewrites_nothing(demo_root):
     assert {path: path.stat().st_mtime_ns for path in demo_root.rglob("*")} == before
 
 
-def test_incomplete_folder_is_rebuilt_keeping_files_that_are_not_ours(tmp_path):
-    user_file = tmp_path / "images" / "3" / "notes.txt"
-    user_file.parent.mkdir(parents=True)
-    user_file.write_text("mine")
-    (tmp_path / "images" / "3" / "3.png").write_bytes(b"half a png")  # digits.images[3] is a 3
+def test_a_folder_of_user_images_is_refused_and_left_as_it_was(tmp_path):
+    user_image = tmp_path / "images" / "3" / "3.png"  # named like a demo image (digits.images[3] is a 3)
+    user_image.parent.mkdir(parents=True)
+    user_image.write_bytes(b"the user's photo")
+    with pytest.raises(UserInputError, match="only written into an empty folder"):
+        ensure_demo_dataset(tmp_path)
+    assert user_image.read_bytes() == b"the user's photo"
+    assert [path.relative_to(tmp_path).as_posix() for path in sorted(tmp_path.rglob("*"))] == \
+        ["images", "images/3", "images/3/3.png"]
+
+
+def test_a_file_added_to_a_complete_demo_is_refused(tmp_path):
     ensure_demo_dataset(tmp_path)
-    assert user_file.read_text() == "mine"
-    assert (tmp_path / COMPLETE_MARKER).is_file()
+    (tmp_path / "images" / "0" / "holiday.jpg").write_bytes(b"mine")
+    with pytest.raises(UserInputError, match="holiday.jpg"):
+        ensure_demo_dataset(tmp_path)
+
+
+def test_a_changed_demo_image_is_refused_not_replaced(tmp_path):
+    ensure_demo_dataset(tmp_path)
+    changed = tmp_path / "images" / "3" / "3.png"
+    changed.write_bytes(b"edited")
+    with pytest.raises(UserInputError, match="3/3.png"):
+        ensure_demo_dataset(tmp_path)
+    assert changed.read_bytes() == b"edited"
+
+
+def test_an_interrupted_build_is_finished_from_its_manifest(tmp_path):
+    ensure_demo_dataset(tmp_path)
+    missing = tmp_path / "images" / "9" / "9.png"
+    missing.unlink()
+    manifest = json.loads((tmp_path / MANIFEST).read_text())
+    (tmp_path / MANIFEST).write_text(json.dumps({**manifest, "complete": False}))
+    ensure_demo_dataset(tmp_path)
+    assert json.loads((tmp_path / MANIFEST).read_text())["complete"] is True
     assert len(list((tmp_path / "images").rglob("*.png"))) == 1797
-    with PIL.Image.open(tmp_path / "images" / "3" / "3.png") as image:
+    with PIL.Image.open(missing) as image:
         assert image.size == (IMAGE_SIZE, IMAGE_SIZE)
+
+
+def test_train_py_with_the_demo_config_and_a_user_dataset_exits_2(tmp_path, caplog):
+    import train
+    user_image = tmp_path / "cub" / "images" / "001.Albatross" / "a.jpg"
+    user_image.parent.mkdir(parents=True)
+    user_image.write_bytes(b"bird")
+    assert train.main(["--dataset_path", str(tmp_path / "cub"), "--output_dir", str(tmp_path / "runs")]) == 2
+    assert "only written into an empty folder" in caplog.text
+    assert sorted(path.name for path in (tmp_path / "cub").rglob("*")) == ["001.Albatross", "a.jpg", "images"]
 
 
 def test_images_are_deterministic_and_vary_in_colour(demo_root, tmp_path):

@@ -121,3 +121,13 @@ def test_global_graph_scope_equals_one_process_fed_the_concatenated_batch(tmp_pa
                                    rtol=1e-5, atol=1e-5)
         # Same sums in another order: float32 round-off, far below the gradients (up to ~1e2).
         torch.testing.assert_close(part["grad"], whole.grad[rank * rows:(rank + 1) * rows], rtol=1e-3, atol=1e-4)
+
+
+def test_a_bad_dataset_path_under_two_processes_is_one_sentence_and_exit_code_2_from_each_rank(tmp_path):
+    from tests.conftest import tiny_train_config
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(tiny_train_config(tmp_path / "missing")))
+    result = torchrun(["--config_path", str(config), "--output_dir", str(tmp_path / "runs")], cwd=tmp_path)
+    assert result.stderr.count("The dataset folder") == 1, result.stderr[-3000:]
+    # torchrun's launcher still prints its own ChildFailedError summary, listing each rank's exit code.
+    assert len(re.findall(r"exitcode\s*:\s*2", result.stderr)) == 2

@@ -20,6 +20,7 @@ import train
 from tests.conftest import tiny_train_config, write_class_pattern_images
 from trainer import Trainer
 from utils.checkpoint import load_checkpoint
+from utils.errors import UserInputError
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
@@ -190,8 +191,103 @@ def test_atomic_write_leaves_the_old_file_when_the_write_fails(tmp_path, monkeyp
         raise OSError("disk full")
 
     monkeypatch.setattr(io.os, "replace", failing_replace)
-    with pytest.raises(OSError):
+    with pytest.raises(UserInputError, match="disk full"):
         io.atomic_write_text(target, "new")
     assert target.read_text() == "old"
     assert [path.name for path in tmp_path.iterdir()] == ["result.json"]
 
+
+
+@pytest.mark.parametrize("failing_file", ["last.pth", "metrics.csv"])
+def test_full_disk_at_epoch_two_is_one_sentence_and_leaves_checkpoint_and_metrics_agreeing(
+        tmp_path, write_tiny_config, monkeypatch, caplog, failing_file):
+    import errno
+    import tempfile
+
+    from utils import io
+    real_mkstemp = tempfile.mkstemp
+    writes = []
+
+    def full_disk_on_second_write(*args, prefix="", **kwargs):
+        if prefix == f".{failing_file}.":
+            writes.append(prefix)
+            if len(writes) == 2:
+                raise OSError(errno.ENOSPC, "No space left on device")
+        return real_mkstemp(*args, prefix=prefix, **kwargs)
+
+    monkeypatch.setattr(io.tempfile, "mkstemp", full_disk_on_second_write)
+    with caplog.at_level(logging.ERROR):
+        assert train.main(["--config_path", str(write_tiny_config()), "--output_dir", str(tmp_path)]) == 2
+    assert "No space left on device" in caplog.text and failing_file in caplog.text
+    folder = only_run_folder(tmp_path)
+    assert load_checkpoint(folder / "last.pth")["epoch"] == 1
+    assert epochs_in_metrics(folder) == ["1"]
+    assert not list(folder.glob(".*.tmp"))
+    monkeypatch.setattr(io.tempfile, "mkstemp", real_mkstemp)
+    assert train.main(["--resume", str(folder)]) == 0
+    assert epochs_in_metrics(folder) == ["1", "2", "3"]
+
+
+def test_a_run_that_fails_before_completing_an_epoch_says_so_in_its_log_and_summary(tmp_path):
+    config, broken = broken_image_config(tmp_path, skip=0)
+    assert train.main(["--config_path", str(config), "--output_dir", str(tmp_path / "runs")]) == 2
+    folder = only_run_folder(tmp_path / "runs")
+    last_line = (folder / "train.log").read_text().strip().splitlines()[-1]
+    assert "ERROR" in last_line and str(broken) in last_line
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["status"] == "failed" and str(broken) in summary["error"]
+
+
+SLOW_EVALUATION = """
+import evaluation.evaluator
+real_extract = evaluation.evaluator.extract_embeddings
+calls = []
+def slow_batches(loader):
+    for count, batch in enumerate(loader, start=1):
+        marker.write_text(str(count))
+        yield batch
+        time.sleep(1)
+def slow_extract(model, loader, *args):
+    calls.append(1)
+    return real_extract(model, slow_batches(loader) if len(calls) >= {slow_from_call} else loader, *args)
+evaluation.evaluator.extract_embeddings = slow_extract
+"""
+
+
+def small_eval_batches(raw):
+    """48 test images in 12 batches of 4: an evaluation of at least 12 s with the driver's 1 s per batch."""
+    raw["eval_params"]["batch_size"] = 4
+
+
+def test_sigint_during_evaluation_stops_within_a_batch_keeping_the_last_epoch(tmp_path, write_tiny_config):
+    config = write_tiny_config(num_epochs=3, mutate=small_eval_batches)
+    output_dir = tmp_path / "runs"
+    process, marker = start_driver(tmp_path, SLOW_EVALUATION.replace("{slow_from_call}", "2"),
+                                   ["--config_path", str(config), "--output_dir", str(output_dir)])
+    wait_for(marker.exists, process)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert int(marker.read_text()) <= 3  # of 12 batches: it stopped within the batch under way
+    assert process.returncode == 128 + signal.SIGINT
+    assert "Stopped during the evaluation of epoch 2" in stderr and "Traceback" not in stderr
+    folder = only_run_folder(output_dir)
+    assert load_checkpoint(folder / "last.pth")["epoch"] == 1
+    assert epochs_in_metrics(folder) == ["1"]
+
+
+def test_sigint_in_test_mode_says_what_was_kept_and_exits_130(tmp_path, write_tiny_config):
+    def test_mode(raw):
+        raw["mode"] = "test"
+        small_eval_batches(raw)
+
+    output_dir = tmp_path / "runs"
+    process, marker = start_driver(tmp_path, SLOW_EVALUATION.replace("{slow_from_call}", "1"),
+                                   ["--config_path", str(write_tiny_config(mutate=test_mode)),
+                                    "--output_dir", str(output_dir)])
+    wait_for(marker.exists, process)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert int(marker.read_text()) <= 3
+    assert process.returncode == 128 + signal.SIGINT
+    assert "Stopped during the test evaluation" in stderr and "Traceback" not in stderr
+    assert not (only_run_folder(output_dir) / "metrics.json").exists()

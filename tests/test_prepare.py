@@ -197,3 +197,29 @@ def test_command_line_exits_with_2_and_one_sentence(tmp_path, monkeypatch, caplo
         runpy.run_module("dataset.prepare", run_name="__main__")
     assert exited.value.code == 2
     assert "missing does not exist" in caplog.text and "Traceback" not in caplog.text
+
+
+def test_same_file_name_in_two_folders_keeps_both_images(tmp_path, dataset_write_image):
+    download = tmp_path / "Stanford_Online_Products"
+    train_rows = [(1, 1, 1, "bicycle_final/x.JPG"), (2, 1, 1, "bicycle_other/x.JPG"), (3, 1, 1, "bicycle_final/y.JPG")]
+    test_rows = [(4, 2, 2, "chair_final/c.JPG"), (5, 2, 2, "chair_final/d.JPG")]
+    for number, (_, _, _, relative_path) in enumerate(train_rows + test_rows):
+        dataset_write_image(download / relative_path, colour=(number * 40, 0, 0))
+    write_sop_list(download / "Ebay_train.txt", train_rows)
+    write_sop_list(download / "Ebay_test.txt", test_rows)
+    out = tmp_path / "sop"
+    assert prepare("sop", download, out) == (5, 5)
+    class_one = sorted((out / "images" / "00001").iterdir())
+    assert len(class_one) == 3
+    contents = {path.read_bytes() for path in class_one}
+    assert (download / "bicycle_final" / "x.JPG").read_bytes() in contents
+    assert (download / "bicycle_other" / "x.JPG").read_bytes() in contents
+    assert prepare("sop", download, out) == (0, 5)
+
+
+def test_output_folder_inside_the_download_is_refused(sop_download, caplog):
+    before = snapshot(sop_download)
+    with caplog.at_level(logging.ERROR):
+        assert main(["sop", str(sop_download), str(sop_download / "prepared")]) == 2
+    assert "lies inside the download" in caplog.text
+    assert snapshot(sop_download) == before and not (sop_download / "prepared").exists()

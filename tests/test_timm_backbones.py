@@ -386,3 +386,13 @@ def test_worked_example_config_is_valid_and_names_a_timm_model_with_pretrained_w
     assert net_type == "timm:vit_small_patch16_224.dino"
     assert timm.get_pretrained_cfg(net_type[len("timm:"):]).hf_hub_id == "timm/vit_small_patch16_224.dino"
     assert config["dataset"]["crop_size"] == 224 and config["train_params"]["grad_clip"] == 3.0
+
+
+def test_timm_names_become_file_names_without_a_colon(tmp_path):
+    from trainer import best_weight_names
+    from utils.run_dir import make_run_dir
+    config = {"models": {"encoder_params": {"neck": 0, "net_type": "timm:vit_tiny_patch16_224.augreg_in21k"}},
+              "dataset": {"dataset_short": "cub"}}
+    assert best_weight_names(0.5, config) == ("0.5timm-vit_tiny_patch16_224.augreg_in21k_cub.pth",
+                                              "0.5gnn_timm-vit_tiny_patch16_224.augreg_in21k_cub.pth")
+    assert make_run_dir(tmp_path, "cub_timm:resnet18_train").name.startswith("cub_timm-resnet18_train_")

@@ -90,8 +90,7 @@ def test_resume_after_a_stop_at_an_epoch_boundary_ends_like_the_uninterrupted_ru
             raise KeyboardInterrupt
 
     monkeypatch.setattr(Trainer, "end_of_epoch", stop_after_first_epoch)
-    with pytest.raises(KeyboardInterrupt):
-        train.main(["--config_path", str(write_tiny_config()), "--output_dir", str(tmp_path)])
+    assert train.main(["--config_path", str(write_tiny_config()), "--output_dir", str(tmp_path)]) == 130
     monkeypatch.setattr(Trainer, "end_of_epoch", original)
     interrupted = run_folder(tmp_path)
     assert [row["epoch"] for row in read_metrics(interrupted)] == ["1"]
@@ -118,6 +117,29 @@ def test_resume_after_sigterm_mid_epoch_ends_like_the_uninterrupted_run(
     interrupted = run_folder(tmp_path)
     assert "resume with `python train.py --resume" in (interrupted / "train.log").read_text()
     assert train.main(["--resume", str(interrupted / "last.pth")]) == 0
+    assert_same_final_state(interrupted, finished_run)
+
+
+def test_resume_mid_epoch_with_two_workers_ends_like_the_uninterrupted_run_without_workers(
+        finished_run, write_tiny_config, tmp_path, monkeypatch):
+    """Augmentations follow (seed, epoch, position): neither the workers nor the resume change a bit."""
+    original = Trainer.training_step
+
+    def request_stop_during_epoch_two(self, images, labels, epoch, step):
+        result = original(self, images, labels, epoch, step)
+        if (epoch, step) == (2, 1):
+            self.stop_request._event.set()
+        return result
+
+    def two_workers(raw):
+        raw["dataset"]["nb_workers"] = 2
+
+    monkeypatch.setattr(Trainer, "training_step", request_stop_during_epoch_two)
+    config = write_tiny_config(mutate=two_workers)
+    assert train.main(["--config_path", str(config), "--output_dir", str(tmp_path)]) == 128 + 2
+    monkeypatch.setattr(Trainer, "training_step", original)
+    interrupted = run_folder(tmp_path)
+    assert train.main(["--resume", str(interrupted)]) == 0
     assert_same_final_state(interrupted, finished_run)
 
 
@@ -252,8 +274,7 @@ def test_a_format_1_checkpoint_is_converted_once_and_resumes_like_the_uninterrup
             raise KeyboardInterrupt
 
     monkeypatch.setattr(Trainer, "end_of_epoch", stop_after_first_epoch)
-    with pytest.raises(KeyboardInterrupt):
-        train.main(["--config_path", str(write_tiny_config()), "--output_dir", str(tmp_path)])
+    assert train.main(["--config_path", str(write_tiny_config()), "--output_dir", str(tmp_path)]) == 130
     monkeypatch.setattr(Trainer, "end_of_epoch", original)
     interrupted = run_folder(tmp_path)
     rewrite_as_format_1(interrupted)

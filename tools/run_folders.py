@@ -19,6 +19,8 @@ RUN_FILES = ("config.yaml", "train.log", "metrics.csv", "summary.json")
 FINISHED, IN_PROGRESS, STOPPED, BROKEN = "finished", "in progress", "stopped", "broken"
 # train.py logs this when SIGINT/SIGTERM stopped the run (resumable).
 STOPPED_MARK = "Stopped at epoch"
+# train.py writes summary.json with this status for a run that stopped on an error.
+FAILED_MARK = "failed"
 # Characters of a logged error kept as the reason a run is broken.
 PROBLEM_LENGTH = 120
 
@@ -87,6 +89,9 @@ def _read_run(folder):
     config = _read_config(folder / "config.yaml")
     rows = _read_rows(folder / "metrics.csv")
     summary = _read_json(folder / "summary.json")
+    failure = summary.get("error", "") if summary is not None and summary.get("status") == FAILED_MARK else None
+    if failure is not None:
+        summary = None  # only says why the run stopped; its epochs are in metrics.csv
     run = Run(folder, FINISHED if summary is not None else IN_PROGRESS, config=config)
     run.seconds = _total_seconds(rows)
     if config.get("mode", "train") == "test":
@@ -99,6 +104,8 @@ def _read_run(folder):
         if "best_metrics" in summary:
             run.best = _percent(summary["best_metrics"])
         run.test_of_best = _percent(summary.get("test_metrics_of_best_epoch", {}))
+    elif failure is not None:
+        run.status, run.problem = BROKEN, str(failure).split(";")[0][:PROBLEM_LENGTH]
     else:
         run.status, run.problem = _unfinished_status(folder / "train.log")
     return run

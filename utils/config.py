@@ -8,6 +8,7 @@ nothing below ``train.py`` re-reads raw YAML or guesses defaults.
 """
 import copy
 import difflib
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,9 +45,12 @@ class Option:
     minimum: float = None
     nullable: bool = False
     open_prefix: str = None  # values starting with it are allowed besides ``choices``
+    maximum: float = None
 
 
 REQUIRED = object()
+# The first epoch at whose start best weights exist to reload (epoch 1 makes the first best).
+FIRST_DROP_EPOCH = 2
 
 
 def _flag(default, doc):
@@ -55,8 +59,10 @@ def _flag(default, doc):
 
 SCHEMA = {
     "mode": Option(REQUIRED, str, "train: train and evaluate after every epoch; test: load weights and "
-                   "evaluate once; hyper_search: random search (see hyper_search).",
-                   choices=("train", "test", "hyper_search")),
+                   "evaluate once; pseudo_test: as test, then again with the MPN refining each test item's "
+                   "graph of k-reciprocal neighbours (both sets reported); hyper_search: random search "
+                   "(see hyper_search).",
+                   choices=("train", "test", "pseudo_test", "hyper_search")),
     "application": Option("DML", str, "Authors' key, only 'DML' is meaningful.", choices=("DML",)),
     "output_paht": Option(".", str, "Authors' spelling, kept on purpose: folder under which runs/ is "
                           "created unless --output_dir is given."),
@@ -111,20 +117,20 @@ SCHEMA = {
                 "num_heads": Option(2, int, "Attention heads.", minimum=1),
                 "attention": Option("dot", str, "Attention type (dot product).", choices=("dot",)),
                 "mlp": _flag(1, "1 keeps the feed-forward block."),
-                "dropout_mlp": Option(0.1, float, "Dropout inside the feed-forward block.", minimum=0),
+                "dropout_mlp": Option(0.1, float, "Dropout inside the feed-forward block.", minimum=0, maximum=1),
                 "norm1": _flag(1, "1 keeps the LayerNorm after attention."),
                 "norm2": _flag(1, "1 keeps the LayerNorm after the feed-forward block."),
                 "res1": _flag(1, "1 keeps the residual around attention."),
                 "res2": _flag(1, "1 keeps the residual around the feed-forward block."),
-                "dropout_1": Option(0.1, float, "Dropout on the attention output.", minimum=0),
-                "dropout_2": Option(0.1, float, "Dropout on the feed-forward output.", minimum=0),
+                "dropout_1": Option(0.1, float, "Dropout on the attention output.", minimum=0, maximum=1),
+                "dropout_2": Option(0.1, float, "Dropout on the feed-forward output.", minimum=0, maximum=1),
                 "mult_attr": _flag(0, "1 multiplies attention weights by the correlation edge weights."),
             },
             "classifier": {
                 "neck": _flag(1, "1: BatchNorm1d then a bias-free Linear; 0: Linear with bias."),
                 "num_classes": Option(REQUIRED, int, "MPN classifier outputs; must equal dataset.num_classes.",
                                       minimum=1),
-                "dropout_p": Option(0.4, float, "Authors' key, unused by their model.", minimum=0),
+                "dropout_p": Option(0.4, float, "Authors' key, unused by their model.", minimum=0, maximum=1),
                 "use_batchnorm": _flag(0, "Authors' key, unused by their model."),
             },
         },
@@ -148,7 +154,7 @@ SCHEMA = {
         "val": _flag(0, "Authors' key, implemented by us: 1 holds out val_fraction of the training classes "
                      "to pick the best epoch; the test set is evaluated once at the end."),
         "val_fraction": Option(0.15, float, "Ours. Share of training classes held out with val: 1.",
-                               minimum=0),
+                               minimum=0, maximum=1),
         "val_protocol": Option("fraction", str, "Ours. Which classes val: 1 holds out: 'fraction' (the "
                                "last val_fraction of them) or 'mlrc' (fold val_fold of 4 class-disjoint "
                                "folds, as in A Metric Learning Reality Check).", choices=VAL_PROTOCOLS),
@@ -170,8 +176,8 @@ SCHEMA = {
     "train_params": {
         "num_classes_iter": Option(6, int, "P: classes per batch.", minimum=1),
         "num_elements_class": Option(9, int, "K: images per class in a batch.", minimum=1),
-        "lr": Option(REQUIRED, float, "RAdam learning rate.", minimum=0),
-        "weight_decay": Option(0.0, float, "Decoupled weight decay.", minimum=0),
+        "lr": Option(REQUIRED, float, "RAdam learning rate.", minimum=0, maximum=1),
+        "weight_decay": Option(0.0, float, "Decoupled weight decay.", minimum=0, maximum=1),
         "num_epochs": Option(70, int, "Epochs.", minimum=1),
         "is_apex": Option("authors", object, "authors: what the authors' code ran whatever their YAML said, "
                           "mixed precision on CUDA (Apex amp O1 if installed, else float16 autocast with a "
@@ -179,15 +185,15 @@ SCHEMA = {
                           "0 or 1 it resolved to. 1: mixed precision (bfloat16 autocast on an explicit "
                           "--device cpu). 0: float32.", choices=("authors", 0, 1)),
         "temperatur": Option(1.0, float, "Authors' spelling, kept on purpose: logits are divided by it.",
-                             minimum=1e-8),
+                             minimum=1e-8, maximum=1e4),
         "output_train_enc": Option("plain", str, "Backbone output fed to the MPN.",
                                    choices=("plain", "norm", "neck")),
         "output_train_gnn": Option("plain", str, "MPN output option.", choices=("plain", "norm", "neck")),
         "loss_fn": {
             "fns": Option(REQUIRED, str, "Loss terms joined by '_': lsce|ce|focalce for the backbone, "
                           "lsgnn|gnn|focalgnn for the MPN."),
-            "scaling_ce": Option(1.0, float, "Weight of the backbone term."),
-            "scaling_gnn": Option(1.0, float, "Weight of the MPN term."),
+            "scaling_ce": Option(1.0, float, "Weight of the backbone term.", minimum=0, maximum=1e4),
+            "scaling_gnn": Option(1.0, float, "Weight of the MPN term.", minimum=0, maximum=1e4),
             "scaling_distance": Option(0.01, float, "Authors' key, unused."),
             "scaling_center": Option(0.5, float, "Authors' key, unused."),
             "scaling_triplet": Option(1.0, float, "Authors' key, unused."),
@@ -223,10 +229,11 @@ SCHEMA = {
                             nullable=True),
     },
     "eval_params": {
-        "cat": _flag(0, "Authors' key, unused."),
+        "cat": _flag(0, "pseudo_test: 1 concatenates the MPN's output features (one per classifier, "
+                     "so per layer with every: 1) into the refined embedding; 0 takes the last."),
         "output_test_enc": Option("plain", str, "Backbone output used as the embedding.",
                                   choices=("plain", "norm", "neck")),
-        "output_test_gnn": Option("plain", str, "Authors' key, unused at test time.",
+        "output_test_gnn": Option("plain", str, "pseudo_test: MPN output option of the refined embedding.",
                                   choices=("plain", "norm", "neck")),
         "batch_size": Option(64, int, "Ours. Images per batch when extracting embeddings.", minimum=1),
         "block_size": Option(512, int, "Ours. Queries per block in Recall@K (bounds memory).", minimum=1),
@@ -236,6 +243,21 @@ SCHEMA = {
                          "choice) for cub, cars and demo, auto for sop and in_shop (the authors reported no "
                          "NMI there); auto: faiss if installed, else sklearn.",
                          choices=("paper", "sklearn", "faiss", "auto")),
+        "k1": Option(30, int, "pseudo_test: k of the k-reciprocal neighbours (the authors' 30); the "
+                     "expansion uses k1/2.", minimum=1),
+        "graph_size": Option(None, int, "pseudo_test: items per test graph, the query included; null is "
+                             "the authors' hard-coded 7 (4 for In-Shop).", minimum=2, nullable=True),
+        "graphs_per_chunk": Option(4096, int, "Ours. pseudo_test: graphs refined per MPN call (bounds "
+                                   "memory).", minimum=1),
+    },
+    "logging": {
+        "pictures": _flag(1, "Ours. After training (best and last epoch) or a test run, draw "
+                             "retrieval_worst.png, retrieval_random.png and embedding_map.png of the "
+                             "evaluated set under pictures/."),
+        "embedding_map": Option("tsne", str, "Ours. 2-D map of embedding_map.png: scikit-learn t-SNE, or "
+                                "UMAP (needs umap-learn).", choices=("tsne", "umap")),
+        "tensorboard": _flag(0, "Ours. Also log the metrics.csv columns and the pictures to "
+                                "<run>/tensorboard (needs tensorboard)."),
     },
     "hyper_search": {
         "num_trials": Option(30, int, "Ours. Random-search trials (the authors ran 30).", minimum=1),
@@ -254,9 +276,57 @@ def load_config(path, overrides=None):
     for dotted_key, value in (overrides or {}).items():
         check_override(dotted_key, value)
         _set_dotted(raw, dotted_key, value)
+    refuse_authors_pseudo_mode(raw, path)
     config = validate(raw, SCHEMA, prefix="", source=path)
     check_consistency(config, path)
     return config
+
+
+class DuplicateKey(Exception):
+    def __init__(self, key, first_line, second_line):
+        super().__init__(key)
+        self.key, self.first_line, self.second_line = key, first_line, second_line
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a key given twice in one mapping is an error.
+
+    (Plain YAML keeps the last value silently: ``lr`` twice trains with the second.)
+    """
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.setdefault(key, key_node.start_mark.line + 1)
+            except TypeError:  # an unhashable key; the base class reports it
+                continue
+            if first != key_node.start_mark.line + 1:
+                raise DuplicateKey(key, first, key_node.start_mark.line + 1)
+        return super().construct_mapping(node, deep=deep)
+
+
+UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, UniqueKeyLoader.construct_mapping)
+
+
+def safe_load_unique_keys(text):
+    """``yaml.safe_load`` that also refuses a key set twice in one mapping."""
+    loader = UniqueKeyLoader(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
+def refuse_authors_pseudo_mode(raw, source):
+    """The authors' Cars file says ``mode: "pseudo"``, which in their code trains (only
+    modes containing 'test' skip training); say so instead of guessing what was meant."""
+    if raw.get("mode") == "pseudo":
+        raise UserInputError(
+            f"Key 'mode' in {source} is 'pseudo', which in the authors' code trains for "
+            "train_params.num_epochs epochs and evaluates with the MPN after each; to evaluate the "
+            "weights with the MPN write mode: pseudo_test (or mode: train to train).")
 
 
 def read_yaml(path):
@@ -265,7 +335,10 @@ def read_yaml(path):
         raise UserInputError(f"Config file {path} does not exist; pass an existing YAML file with "
                              "--config_path (see config/).")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = safe_load_unique_keys(path.read_text())
+    except DuplicateKey as error:
+        raise UserInputError(f"Config file {path} sets '{error.key}' twice, at lines {error.first_line} and "
+                             f"{error.second_line}; keep one of them.") from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
@@ -332,13 +405,14 @@ def validate(raw, schema, prefix, source):
 
 
 def check_value(value, spec, name, source):
-    """One value against its option: type, choices and lower bound."""
+    """One value against its option: type, choices, finiteness and range."""
     if value is None and spec.nullable:
         return None
+    written = value
     value = _coerce(value, spec.kind)
     if value is None:
         raise UserInputError(f"Key '{name}' in {source} must be of type {spec.kind.__name__}, got "
-                             f"{value!r}; fix its value.")
+                             f"{written!r}; fix its value.")
     if spec.open_prefix and isinstance(value, str) and value.startswith(spec.open_prefix):
         if value == spec.open_prefix:
             raise UserInputError(f"Key '{name}' in {source} is {value!r} without a name after it; write "
@@ -349,9 +423,21 @@ def check_value(value, spec, name, source):
         if spec.open_prefix:
             allowed += f" or {spec.open_prefix}<name>"
         raise UserInputError(f"Key '{name}' in {source} has the unknown value {value!r}; allowed: {allowed}.")
+    if spec.kind is float and not math.isfinite(value):
+        raise UserInputError(f"Key '{name}' in {source} is {written!r} but must be a finite number{_range(spec)}.")
     if spec.minimum is not None and value < spec.minimum:
-        raise UserInputError(f"Key '{name}' in {source} is {value!r} but must be at least {spec.minimum}.")
+        raise UserInputError(f"Key '{name}' in {source} is {written!r} but must be at least {spec.minimum}.")
+    if spec.maximum is not None and value > spec.maximum:
+        raise UserInputError(f"Key '{name}' in {source} is {written!r} but must be at most {spec.maximum}.")
     return value
+
+
+def _range(spec):
+    if spec.minimum is None and spec.maximum is None:
+        return ""
+    low = "" if spec.minimum is None else f" from {spec.minimum}"
+    high = "" if spec.maximum is None else f" up to {spec.maximum}"
+    return low + high
 
 
 def _coerce(value, kind):
@@ -396,9 +482,10 @@ def check_consistency(config, source):
                              f"but dataset.num_classes is {num_classes}; set both to the number of "
                              "training classes.")
     drops = config["train_params"]["lr_drop_epochs"]
-    if not all(isinstance(epoch, int) and epoch >= 1 for epoch in drops) or drops != sorted(drops):
+    if not all(isinstance(epoch, int) and epoch >= FIRST_DROP_EPOCH for epoch in drops) or drops != sorted(drops):
         raise UserInputError(f"Key 'train_params.lr_drop_epochs' in {source} must be an increasing list "
-                             f"of epoch numbers (>= 1), got {drops!r}.")
+                             f"of epoch numbers >= {FIRST_DROP_EPOCH} (a drop reloads the best weights, which "
+                             f"exist from the end of epoch 1 on), got {drops!r}.")
     scale = config["dataset"]["crop_scale"]
     if not (len(scale) == 2 and all(isinstance(value, (int, float)) for value in scale)
             and 0 < scale[0] <= scale[1] <= 1):

@@ -4,32 +4,134 @@ Every result and checkpoint goes through ``atomic_write``: the bytes land in
 a temporary file in the same folder, are flushed and fsync'ed, then renamed
 over the target (``os.replace`` is atomic on POSIX and Windows), and the
 folder entry is fsync'ed so the rename itself survives a power cut.
+
+The one place that writes files, so it also: gives files the mode the
+user's umask asks for (``mkstemp`` would leave 0600), removes the temporary
+files a killed earlier write left behind, can refuse to replace an existing
+file (``replace=False``), turns a full disk or a read-only folder into one
+sentence (``UserInputError``), and inside ``write_together()`` renames a
+group of files only once all of them were written, so that files which must
+agree (``last.pth`` and ``metrics.csv``) never disagree after a failed write.
 """
+import contextlib
 import io
 import os
 import tempfile
+import threading
 from pathlib import Path
 
 import torch
 
+from utils.errors import UserInputError
 
-def atomic_write(path, data: bytes):
+_staged = threading.local()
+
+
+def _current_umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_current_umask()
+
+
+def _temporary_prefix(path):
+    return f".{path.name}."
+
+
+def remove_stale_temporaries(path):
+    """Delete the ``.<name>.*.tmp`` files an earlier write of ``path`` left (kill -9, power cut)."""
     path = Path(path)
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    for stale in path.parent.glob(f"{_temporary_prefix(path)}*.tmp"):
+        stale.unlink(missing_ok=True)
+
+
+def write_failure(path, error):
+    """The sentence for an ``OSError`` while writing ``path``."""
+    return UserInputError(f"Writing {path} failed ({error.strerror or error}); the previous version of the file, "
+                          "if any, is kept; free disk space or make the folder writable, then run again.")
+
+
+def _write_temporary(path, data):
+    """``data`` in a fsync'ed temporary file beside ``path`` with the umask's mode; returns its path."""
+    try:
+        remove_stale_temporaries(path)
+        descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=_temporary_prefix(path), suffix=".tmp")
+    except OSError as error:
+        raise write_failure(path, error) from None
     try:
         with os.fdopen(descriptor, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
+        os.chmod(temporary, _FILE_MODE)
+    except BaseException as error:
         Path(temporary).unlink(missing_ok=True)
+        if isinstance(error, OSError):
+            raise write_failure(path, error) from None
+        raise
+    return temporary
+
+
+def _move_into_place(temporary, path, replace):
+    """Rename ``temporary`` to ``path``; with ``replace=False`` an existing ``path`` is an error."""
+    try:
+        if replace:
+            os.replace(temporary, path)
+        else:
+            os.link(temporary, path)  # fails with FileExistsError instead of replacing
+            os.unlink(temporary)
+    except BaseException as error:
+        Path(temporary).unlink(missing_ok=True)
+        if isinstance(error, FileExistsError):
+            raise UserInputError(f"{path} already exists and is not replaced; move it away or choose "
+                                 "another folder.") from None
+        if isinstance(error, OSError):
+            raise write_failure(path, error) from None
         raise
     _fsync_folder(path.parent)
 
 
-def atomic_write_text(path, text: str):
-    atomic_write(path, text.encode("utf-8"))
+def atomic_write(path, data: bytes, replace=True):
+    path = Path(path)
+    temporary = _write_temporary(path, data)
+    group = getattr(_staged, "group", None)
+    if group is not None:
+        group.append((temporary, path, replace))
+        return
+    _move_into_place(temporary, path, replace)
+
+
+@contextlib.contextmanager
+def write_together():
+    """Atomic writes inside the block are renamed into place together, at its end.
+
+    If any of them fails (a full disk while writing the bytes), none is
+    renamed and every target keeps its previous content.
+    """
+    if getattr(_staged, "group", None) is not None:
+        raise RuntimeError("write_together() blocks do not nest")
+    _staged.group = group = []
+    try:
+        yield
+    except BaseException:
+        for temporary, _, _ in group:
+            Path(temporary).unlink(missing_ok=True)
+        raise
+    finally:
+        _staged.group = None
+    for position, (temporary, path, replace) in enumerate(group):
+        try:
+            _move_into_place(temporary, path, replace)
+        except BaseException:
+            for later, _, _ in group[position + 1:]:
+                Path(later).unlink(missing_ok=True)
+            raise
+
+
+def atomic_write_text(path, text: str, replace=True):
+    atomic_write(path, text.encode("utf-8"), replace=replace)
 
 
 def atomic_torch_save(obj, path):

@@ -14,9 +14,14 @@ from utils.errors import UserInputError
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
+def name_for_files(text):
+    """``text`` usable in a file name on every system: ``timm:vit_small`` becomes ``timm-vit_small``."""
+    return text.replace(":", "-")
+
+
 def make_run_dir(output_root, name):
     """A new folder ``<output_root>/<name>_<timestamp>``; a numeric suffix if taken."""
-    output_root = Path(output_root)
+    output_root, name = Path(output_root), name_for_files(name)
     try:
         output_root.mkdir(parents=True, exist_ok=True)
     except OSError as error:

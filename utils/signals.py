@@ -1,14 +1,20 @@
-"""SIGINT / SIGTERM: finish the current step, save, then stop.
+"""SIGINT / SIGTERM: finish the current step (or evaluation batch), save, then stop.
 
 The first signal only raises a flag that the training loop checks after
-every step; the loop then writes a resumable checkpoint and exits with a
-message saying how to resume. A second SIGINT stops at once.
+every step, and the embedding loop after every batch; training then writes
+a resumable checkpoint (or keeps the one of the last completed epoch) and
+every mode exits with a message saying what was kept, code 128 + signal.
+A second SIGINT stops at once.
 """
 import logging
 import signal
 import threading
 
 logger = logging.getLogger(__name__)
+
+
+class RunInterrupted(RuntimeError):
+    """A stop was requested; the message says what was kept."""
 
 
 class StopRequest:

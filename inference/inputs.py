@@ -1,0 +1,44 @@
+"""What ``retrieve.py`` searches: an embedding file, a folder of images, or one image.
+
+Folders and images are embedded with the run's model, which is loaded only
+when one of the inputs needs it.
+"""
+from pathlib import Path
+
+from dataset.folder import is_image_file
+from dataset.image_folder import ImageFolderListing, read_image_folder
+from inference.embed_images import embed_listing
+from inference.embedding_file import load_embeddings
+from utils.errors import UserInputError
+
+
+class LazyModel:
+    """Calls ``load()`` on first use only: two embedding files need no model at all."""
+
+    def __init__(self, load):
+        self._load = load
+        self._model = None
+
+    def get(self):
+        if self._model is None:
+            self._model = self._load()
+        return self._model
+
+
+def single_image_listing(path):
+    path = Path(path).resolve()
+    return ImageFolderListing(path.parent, [str(path)], None, None)
+
+
+def embedded_input(value, flag, model, allow_image=False):
+    """``EmbeddedImages`` of ``value`` (an .npz file, a folder, or with ``allow_image`` one image file)."""
+    path = Path(value)
+    if path.is_file() and path.suffix == ".npz":
+        return load_embeddings(path, flag)
+    if path.is_dir():
+        return embed_listing(model.get(), read_image_folder(path, flag), flag)
+    if allow_image and path.is_file() and is_image_file(path.name):
+        return embed_listing(model.get(), single_image_listing(path), flag)
+    what = "an .npz file of embed.py, a folder of images or an image file" if allow_image else \
+        "an .npz file of embed.py or a folder of images"
+    raise UserInputError(f"{flag} {value} is not {what}; check the path.")

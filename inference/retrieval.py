@@ -1,0 +1,88 @@
+"""Nearest gallery images of each query image, and their ``neighbours.csv``.
+
+Exact search with ``evaluation.neighbours`` (the evaluation's distance),
+or, only when asked, a faiss flat index. A query whose file is also in the
+gallery (same absolute path) never gets itself as a neighbour.
+"""
+import csv
+from typing import NamedTuple, Optional
+
+import numpy as np
+import torch
+
+from evaluation.faiss_neighbours import faiss_nearest_neighbours
+from evaluation.neighbours import nearest_neighbours, readable_distances
+from utils.errors import UserInputError
+
+
+class Retrieval(NamedTuple):
+    """``indices[i, r]``: gallery index of query i's neighbour of rank r+1; ``same_label`` when both have labels."""
+
+    indices: np.ndarray
+    distances: np.ndarray
+    same_label: Optional[np.ndarray]
+
+
+def own_gallery_index(queries, gallery):
+    """Per query, the gallery index of the same file, or -1."""
+    position = {path: index for index, path in enumerate(gallery.absolute_paths())}
+    return np.array([position.get(path, -1) for path in queries.absolute_paths()], dtype=np.int64)
+
+
+def check_search(queries, gallery, top_k):
+    """Same distance on both sides, and ``top_k`` neighbours available for every query."""
+    if queries.distance != gallery.distance:
+        raise UserInputError(f"The queries were embedded for the {queries.distance} distance and the gallery for "
+                             f"the {gallery.distance} distance; embed both with the same run.")
+    if queries.embeddings.shape[1] != gallery.embeddings.shape[1]:
+        raise UserInputError(f"The queries have {queries.embeddings.shape[1]}-d embeddings and the gallery "
+                             f"{gallery.embeddings.shape[1]}-d ones; embed both with the same run.")
+    excluded = (own_gallery_index(queries, gallery) >= 0).any()
+    available = len(gallery.paths) - int(excluded)
+    if top_k < 1 or top_k > available:
+        besides = " besides a query's own file" if excluded else ""
+        raise UserInputError(f"--top_k {top_k} asks for more neighbours than the gallery has: it holds "
+                             f"{available} images{besides}; give --top_k between 1 and {available}.")
+
+
+def retrieve(queries, gallery, top_k, use_faiss=False, block_size=512):
+    """The ``top_k`` nearest gallery images of every query (``EmbeddedImages`` both)."""
+    check_search(queries, gallery, top_k)
+    exclude = torch.from_numpy(own_gallery_index(queries, gallery))
+    query_vectors, gallery_vectors = torch.from_numpy(queries.embeddings), torch.from_numpy(gallery.embeddings)
+    if use_faiss:
+        indices, distances = faiss_nearest_neighbours(query_vectors, gallery_vectors, top_k, gallery.distance,
+                                                      exclude)
+    else:
+        indices, scores = nearest_neighbours(query_vectors, gallery_vectors, top_k, gallery.distance, exclude,
+                                             block_size)
+        distances = readable_distances(gallery.distance, scores)
+    indices, distances = indices.cpu().numpy(), distances.cpu().numpy()
+    return Retrieval(indices, distances, same_label_matrix(queries, gallery, indices))
+
+
+def same_label_matrix(queries, gallery, indices):
+    """Whether each neighbour has the query's class (compared by class name), or None without labels."""
+    query_classes, gallery_classes = queries.class_names(), gallery.class_names()
+    if query_classes is None or gallery_classes is None:
+        return None
+    gallery_classes = np.array(gallery_classes, dtype=np.str_)
+    return gallery_classes[indices] == np.array(query_classes, dtype=np.str_)[:, None]
+
+
+def write_neighbours_csv(path, queries, gallery, retrieval):
+    """One row per (query, rank): query, rank, neighbour, distance[, same_label]; absolute paths."""
+    header = ["query", "rank", "neighbour", "distance"]
+    if retrieval.same_label is not None:
+        header.append("same_label")
+    gallery_paths = gallery.absolute_paths()
+    with open(path, "w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(header)
+        for query_index, query_path in enumerate(queries.absolute_paths()):
+            for rank, gallery_index in enumerate(retrieval.indices[query_index]):
+                row = [query_path, rank + 1, gallery_paths[gallery_index],
+                       f"{retrieval.distances[query_index, rank]:.6g}"]
+                if retrieval.same_label is not None:
+                    row.append(int(retrieval.same_label[query_index, rank]))
+                writer.writerow(row)
