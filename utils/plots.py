@@ -147,3 +147,28 @@ def _save(figure, path):
     figure.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight")
     plt.close(figure)
     atomic_write(path, buffer.getvalue())
+
+
+def plot_bars(names, panels, path, title):
+    """One bar chart per panel, a bar per name with its std as error bar.
+
+    ``panels`` maps a panel title to one ``(mean, std)`` per name, in percent;
+    a missing mean leaves its bar out, a missing std its error bar.
+    """
+    figure, axes = plt.subplots(1, len(panels), figsize=(max(4.0, 1.1 * len(names)) * len(panels), 4.2),
+                                squeeze=False)
+    for axis, (panel, values) in zip(axes.flat, panels.items()):
+        positions = [index for index, (mean, _) in enumerate(values) if mean is not None]
+        means = [values[index][0] for index in positions]
+        errors = [values[index][1] or 0.0 for index in positions]
+        axis.bar(positions, means, yerr=errors, capsize=5, color="tab:blue", alpha=0.8)
+        for position, mean in zip(positions, means):
+            axis.annotate(f"{mean:.1f}", (position, mean), textcoords="offset points", xytext=(0, 3),
+                          ha="center", fontsize=8)
+        axis.set_xticks(range(len(names)), names, rotation=20)
+        axis.set_ylabel("%")
+        axis.set_title(panel, fontsize=10)
+        axis.grid(True, axis="y", alpha=0.4)
+    figure.suptitle(f"{title} (error bars: std over seeds)", fontsize=10)
+    figure.tight_layout()
+    _save(figure, path)
