@@ -1,4 +1,5 @@
 """Shared pytest fixtures. Fixtures of the data tests start with ``dataset_``."""
+import contextlib
 import os
 import subprocess
 import sys
@@ -146,3 +147,21 @@ def run_torchrun(args, cwd, nproc):
     return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
                            f"--nproc_per_node={nproc}", str(REPO_ROOT / "train.py"), *args],
                           cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+
+
+@contextlib.contextmanager
+def interrupted_after_first_epoch(monkeypatch):
+    """Inside: a training run gets a SIGINT (KeyboardInterrupt) right after epoch 1 is saved."""
+    from trainer import Trainer
+    original = Trainer.end_of_epoch
+
+    def stop_after_first_epoch(self, epoch, *args):
+        original(self, epoch, *args)
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "end_of_epoch", stop_after_first_epoch)
+    try:
+        yield
+    finally:
+        monkeypatch.setattr(Trainer, "end_of_epoch", original)

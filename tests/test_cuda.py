@@ -12,8 +12,8 @@ import train
 from evaluation.ranking import same_label_hits
 from evaluation.recall import inshop_recall_at_k, recall_at_k
 from evaluation.scores import NegativeCosine, SquaredEuclidean
-from tests.conftest import evaluate_best_weights_in_test_mode, run_torchrun
-from trainer import Trainer
+from tests.conftest import (evaluate_best_weights_in_test_mode, interrupted_after_first_epoch,
+                            run_torchrun)
 from utils.checkpoint import load_checkpoint
 
 pytestmark = [pytest.mark.slow, pytest.mark.cuda,
@@ -43,18 +43,9 @@ def test_mixed_precision_training_on_the_gpu_and_its_weights_in_test_mode(tmp_pa
 
 
 def test_a_gpu_run_stopped_after_an_epoch_resumes_on_the_gpu(tmp_path, write_tiny_config, monkeypatch):
-    original = Trainer.end_of_epoch
-
-    def stop_after_first_epoch(self, epoch, *args):
-        original(self, epoch, *args)
-        if epoch == 1:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(Trainer, "end_of_epoch", stop_after_first_epoch)
-    with pytest.raises(KeyboardInterrupt):
-        train.main(["--config_path", str(write_tiny_config()), "--device", "cuda", "--is_apex", "1",
-                    "--output_dir", str(tmp_path / "runs")])
-    monkeypatch.setattr(Trainer, "end_of_epoch", original)
+    with interrupted_after_first_epoch(monkeypatch):
+        assert train.main(["--config_path", str(write_tiny_config()), "--device", "cuda", "--is_apex", "1",
+                           "--output_dir", str(tmp_path / "runs")]) == 130
     folder = only_folder(tmp_path / "runs")
     checkpoint = load_checkpoint(folder / "last.pth")
     assert checkpoint["epoch"] == 1 and "cuda" in checkpoint["rng"]

@@ -8,7 +8,7 @@ import yaml
 
 import train
 from net.weights import read_state_dict
-from tests.conftest import evaluate_best_weights_in_test_mode
+from tests.conftest import evaluate_best_weights_in_test_mode, interrupted_after_first_epoch
 from trainer import Trainer
 from utils.checkpoint import load_checkpoint
 from utils.signals import StopRequest
@@ -82,16 +82,8 @@ def test_best_weights_load_in_test_mode_and_give_the_same_recall(finished_run, t
 
 def test_resume_after_a_stop_at_an_epoch_boundary_ends_like_the_uninterrupted_run(
         finished_run, write_tiny_config, tmp_path, monkeypatch):
-    original = Trainer.end_of_epoch
-
-    def stop_after_first_epoch(self, epoch, *args):
-        original(self, epoch, *args)
-        if epoch == 1:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(Trainer, "end_of_epoch", stop_after_first_epoch)
-    assert train.main(["--config_path", str(write_tiny_config()), "--output_dir", str(tmp_path)]) == 130
-    monkeypatch.setattr(Trainer, "end_of_epoch", original)
+    with interrupted_after_first_epoch(monkeypatch):
+        assert train.main(["--config_path", str(write_tiny_config()), "--output_dir", str(tmp_path)]) == 130
     interrupted = run_folder(tmp_path)
     assert [row["epoch"] for row in read_metrics(interrupted)] == ["1"]
     assert train.main(["--resume", str(interrupted)]) == 0
@@ -266,16 +258,8 @@ def rewrite_as_format_1(folder):
 def test_a_format_1_checkpoint_is_converted_once_and_resumes_like_the_uninterrupted_run(
         finished_run, write_tiny_config, tmp_path, monkeypatch, caplog):
     import logging
-    original = Trainer.end_of_epoch
-
-    def stop_after_first_epoch(self, epoch, *args):
-        original(self, epoch, *args)
-        if epoch == 1:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(Trainer, "end_of_epoch", stop_after_first_epoch)
-    assert train.main(["--config_path", str(write_tiny_config()), "--output_dir", str(tmp_path)]) == 130
-    monkeypatch.setattr(Trainer, "end_of_epoch", original)
+    with interrupted_after_first_epoch(monkeypatch):
+        assert train.main(["--config_path", str(write_tiny_config()), "--output_dir", str(tmp_path)]) == 130
     interrupted = run_folder(tmp_path)
     rewrite_as_format_1(interrupted)
     with caplog.at_level(logging.INFO):
