@@ -116,3 +116,8 @@ def test_radam_with_decoupled_weight_decay_matches_authors_radam():
 def test_fns_selects_terms_in_any_order(fns, backbone, mpn):
     from utils.config import backbone_loss_term, mpn_loss_term
     assert (backbone_loss_term(fns), mpn_loss_term(fns)) == (backbone, mpn)
+
+
+def test_the_optimiser_uses_the_multi_tensor_update_also_on_the_cpu():
+    parameters = [torch.nn.Parameter(torch.ones(3))]
+    assert build_optimizer(parameters, lr=0.1, weight_decay=0.0).defaults["foreach"] is True
