@@ -72,19 +72,21 @@ class Evaluator:
 
         In-Shop takes ``query_loader`` and ``gallery_loader``, the others ``loader``.
         """
+        self.last = self.embed_test_set(model, loader, query_loader, gallery_loader)
+        inputs = metric_inputs(self.last)
+        compute = lambda: self._metrics_of(*inputs)  # noqa: E731
+        return compute() if self.share is None else self.share(compute)
+
+    def embed_test_set(self, model, loader=None, query_loader=None, gallery_loader=None):
+        """The ``LastEvaluation`` of the dataset's splits: In-Shop's queries and gallery, else ``loader``'s."""
         if self.metric_set.query_gallery:
             if query_loader is None or gallery_loader is None:
                 raise ValueError("In-Shop evaluation needs query_loader and gallery_loader")
-            query, gallery = self._embed(model, query_loader), self._embed(model, gallery_loader)
-            self.last = LastEvaluation(gallery, query)
-            compute = lambda: self.query_gallery_metrics(*query[:2], *gallery[:2])  # noqa: E731
-        else:
-            if loader is None:
-                raise ValueError("this dataset's evaluation needs loader")
-            test_set = self._embed(model, loader)
-            self.last = LastEvaluation(test_set)
-            compute = lambda: self.all_against_all_metrics(*test_set[:2])  # noqa: E731
-        return compute() if self.share is None else self.share(compute)
+            query = self._embed(model, query_loader)
+            return LastEvaluation(self._embed(model, gallery_loader), query)
+        if loader is None:
+            raise ValueError("this dataset's evaluation needs loader")
+        return LastEvaluation(self._embed(model, loader))
 
     def evaluate_refined(self, model, mpn, options, loader=None, query_loader=None, gallery_loader=None):
         """Backbone-only metrics, then the metrics of the MPN-refined embeddings (``pseudo_test``).
@@ -95,14 +97,7 @@ class Evaluator:
         queries with graphs of gallery items; the gallery stays as embedded.
         """
         started = time.perf_counter()
-        if self.metric_set.query_gallery:
-            if query_loader is None or gallery_loader is None:
-                raise ValueError("In-Shop evaluation needs query_loader and gallery_loader")
-            embedded = (*self._embed(model, query_loader)[:2], *self._embed(model, gallery_loader)[:2])
-        else:
-            if loader is None:
-                raise ValueError("this dataset's evaluation needs loader")
-            embedded = self._embed(model, loader)[:2]
+        embedded = metric_inputs(self.embed_test_set(model, loader, query_loader, gallery_loader))
         embedding_seconds = time.perf_counter() - started
         compute = lambda: self._backbone_and_refined_metrics(mpn, options, embedded)  # noqa: E731
         result = compute() if self.share is None else self.share(compute)
@@ -180,6 +175,13 @@ class Evaluator:
         if self.gather is not None:
             embeddings, labels, indices = self.gather(embeddings, labels, indices)
         return in_index_order(embeddings, labels, indices)
+
+
+def metric_inputs(embedded):
+    """``(embeddings, labels)``, or In-Shop's ``(query, query_labels, gallery, gallery_labels)``."""
+    if embedded.queries is None:
+        return tuple(embedded.gallery[:2])
+    return (*embedded.queries[:2], *embedded.gallery[:2])
 
 
 def in_index_order(embeddings, labels, indices):

@@ -233,7 +233,8 @@ def test_near_ties_float32_cannot_separate_are_decided_exactly(negative_offset, 
 
 
 class JitteredSquaredEuclidean(SquaredEuclidean):
-    """Scores off by up to their stated error bound, differently at every call."""
+    """Scores off by up to their stated error bound, differently at every call:
+    most counts are left open and must be decided in float64."""
 
     def __init__(self, queries, items):
         super().__init__(queries, items)

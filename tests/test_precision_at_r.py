@@ -9,6 +9,7 @@ from evaluation import inshop_retrieval_metrics, map_at_r, precision_at_1, r_pre
 from evaluation import retrieval_metrics
 from evaluation.precision_at_r import _means, _per_query
 from evaluation.scores import SquaredEuclidean, inshop_l2_normalize
+from tests.test_evaluation import JitteredSquaredEuclidean
 
 accuracy_calculator = pytest.importorskip("pytorch_metric_learning.utils.accuracy_calculator")
 
@@ -154,20 +155,6 @@ def test_inshop_exact_ties_follow_the_same_label_first_rule(block_size):
     rule = RuleOrderedKNN(query_labels, gallery_labels, cosine=True)
     ours = inshop_retrieval_metrics(query, query_labels, gallery, gallery_labels, block_size)
     assert_metrics_close(ours, pml_metrics(query, query_labels, gallery, gallery_labels, knn_func=rule))
-
-
-class JitteredSquaredEuclidean(SquaredEuclidean):
-    """Scores off by up to their stated error bound, differently at every call:
-    most counts are left open and must be decided in float64."""
-
-    def __init__(self, queries, items):
-        super().__init__(queries, items)
-        self.error_bounds = torch.full((len(queries),), 0.5)
-        self.generator = torch.Generator().manual_seed(0)
-
-    def block(self, rows, columns=slice(None), buffer=None):
-        scores = super().block(rows, columns, buffer)
-        return scores.add_(torch.rand(scores.shape, generator=self.generator) - 0.5)
 
 
 @pytest.mark.parametrize("block_size", (4, 1000))
