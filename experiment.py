@@ -90,15 +90,21 @@ def run_train(setup, run_dir, resume_path=None, stop_request=None):
     return trainer.fit()
 
 
+def evaluate_once(run_dir, evaluate):
+    """``evaluate()`` of a test run; a stop request during it says what the run folder holds."""
+    try:
+        return evaluate()
+    except RunInterrupted:
+        raise RunInterrupted(f"Stopped during the test evaluation; {run_dir} holds only config.yaml and "
+                             "train.log, run the test again for metrics.json.") from None
+
+
 def run_test(setup, run_dir):
     """Evaluate the backbone (weights of ``models.encoder_params.pretrained_path``) once."""
     logger.info("Precision: %s", setup.precision.name)
     backbone, _ = initialize_apex(setup.precision, setup.backbone)
-    try:
-        metrics = setup.evaluators["test"].evaluate(backbone, **setup.data.eval_loaders["test"])
-    except RunInterrupted:
-        raise RunInterrupted(f"Stopped during the test evaluation; {run_dir} holds only config.yaml and "
-                             "train.log, run the test again for metrics.json.") from None
+    metrics = evaluate_once(run_dir, lambda: setup.evaluators["test"].evaluate(
+        backbone, **setup.data.eval_loaders["test"]))
     logger.info("Test: %s", format_metrics(metrics))
     if setup.distributed is None or setup.distributed.is_main:
         record = dict(metrics)
@@ -116,8 +122,10 @@ def run_pseudo_test(setup, run_dir):
     if setup.config["models"]["gnn_params"]["pretrained_path"] == "no":
         logger.warning("pseudo_test without MPN weights (models.gnn_params.pretrained_path: no): "
                        "the refinement uses a randomly initialised MPN")
-    result = setup.evaluators["test"].evaluate_refined(
-        setup.backbone, setup.mpn, build_refinement_options(setup.config), **setup.data.eval_loaders["test"])
+    logger.info("Precision: %s", setup.precision.name)
+    (backbone, mpn), _ = initialize_apex(setup.precision, [setup.backbone, setup.mpn])
+    result = evaluate_once(run_dir, lambda: setup.evaluators["test"].evaluate_refined(
+        backbone, mpn, build_refinement_options(setup.config), **setup.data.eval_loaders["test"]))
     seconds = result["seconds"]
     logger.info("Test, backbone only: %s (embedding %.1f s, metrics %.1f s)", format_metrics(result["backbone"]),
                 seconds["embedding"], seconds["backbone_metrics"])
