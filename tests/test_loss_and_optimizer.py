@@ -1,4 +1,6 @@
 """SPEC 6: the two-term label-smoothed loss and RAdam, against the authors' values."""
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -118,6 +120,75 @@ def test_fns_selects_terms_in_any_order(fns, backbone, mpn):
     assert (backbone_loss_term(fns), mpn_loss_term(fns)) == (backbone, mpn)
 
 
-def test_the_optimiser_uses_the_multi_tensor_update_also_on_the_cpu():
-    parameters = [torch.nn.Parameter(torch.ones(3))]
-    assert build_optimizer(parameters, lr=0.1, weight_decay=0.0).defaults["foreach"] is True
+def _random_parameters(seed, shapes=((1000,), (30, 7), (5,))):
+    generator = torch.Generator().manual_seed(seed)
+    return [torch.nn.Parameter(torch.randn(shape, generator=generator)) for shape in shapes]
+
+
+def _torch_radam(groups):
+    return torch.optim.RAdam(groups, lr=0.01, weight_decay=0.01, decoupled_weight_decay=True, foreach=True)
+
+
+def _step_both(first, second, first_params, second_params, generator, skip=()):
+    """The same random gradients into both optimisers; parameters in ``skip`` get none."""
+    for index, (a, b) in enumerate(zip(first_params, second_params)):
+        gradient = None if index in skip else torch.randn(a.shape, generator=generator)
+        a.grad = None if gradient is None else gradient.clone()
+        b.grad = None if gradient is None else gradient.clone()
+    first.step()
+    second.step()
+
+
+def test_radam_equals_torchs_rectified_radam_over_many_steps_groups_and_skipped_parameters():
+    ours_params, torch_params = _random_parameters(0), _random_parameters(0)
+    ours = build_optimizer([{"params": ours_params[:2]}, {"params": ours_params[2:], "lr": 0.003}], 0.01, 0.01)
+    reference = _torch_radam([{"params": torch_params[:2]}, {"params": torch_params[2:], "lr": 0.003}])
+    generator = torch.Generator().manual_seed(1)
+    for step in range(60):
+        # The 1000-vector misses steps 2-4: afterwards it lags the others by three steps.
+        _step_both(reference, ours, torch_params, ours_params, generator, skip=(0,) if 1 <= step <= 3 else ())
+        for a, b in zip(torch_params, ours_params):
+            torch.testing.assert_close(b.detach(), a.detach(), atol=1e-6, rtol=1e-5)
+    assert int(ours.state[ours_params[0]]["step"]) == 57 and int(ours.state[ours_params[1]]["step"]) == 60
+
+
+def test_radam_continues_from_a_torch_radam_state_and_back():
+    """last.pth of runs made with torch.optim.RAdam resume here, and the state keys are the same."""
+    ours_params, torch_params = _random_parameters(2), _random_parameters(2)
+    reference = _torch_radam(torch_params)
+    generator = torch.Generator().manual_seed(3)
+    for _ in range(8):
+        for parameter in torch_params:
+            parameter.grad = torch.randn(parameter.shape, generator=generator)
+        reference.step()
+    with torch.no_grad():
+        for a, b in zip(torch_params, ours_params):
+            b.copy_(a)
+    ours = build_optimizer(ours_params, 0.01, 0.01)
+    # Deep copies, as from last.pth: a live state_dict shares its step counters.
+    ours.load_state_dict(copy.deepcopy(reference.state_dict()))
+    for _ in range(10):
+        _step_both(reference, ours, torch_params, ours_params, generator)
+    for a, b in zip(torch_params, ours_params):
+        torch.testing.assert_close(b.detach(), a.detach(), atol=1e-6, rtol=1e-5)
+    assert set(ours.state_dict()["state"][0]) == set(reference.state_dict()["state"][0])
+    back = _torch_radam(torch_params)
+    back.load_state_dict(copy.deepcopy(ours.state_dict()))
+    back.step()
+
+
+def test_rectified_steps_go_through_the_fused_adamw_kernel_on_the_cpu(monkeypatch):
+    import utils.radam
+    calls = []
+    real_adam = utils.radam.adam
+    monkeypatch.setattr(utils.radam, "adam", lambda *args, **kwargs: calls.append(kwargs) or real_adam(*args, **kwargs))
+    parameters = _random_parameters(4)
+    optimizer = build_optimizer(parameters, 0.01, 0.0)
+    for _ in range(7):
+        for parameter in parameters:
+            parameter.grad = torch.ones_like(parameter)
+        optimizer.step()
+    # Steps 1-5 are unrectified (rho_t <= 5); 6 and 7 are Adam steps with lr * r_t.
+    assert [call["fused"] for call in calls] == [True, True]
+    _, rect = utils.radam.rectification(6, 0.999)
+    assert calls[0]["lr"] == pytest.approx(0.01 * rect) and 0 < rect < 0.05
