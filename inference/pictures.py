@@ -2,7 +2,9 @@
 
 Both return a ``PIL.Image``; the caller writes it (and may send it to TensorBoard).
 """
+import functools
 import logging
+from pathlib import Path
 
 import matplotlib
 import numpy as np
@@ -31,6 +33,17 @@ CORRECT, WRONG, QUERY = (0, 170, 0), (220, 0, 0), (0, 0, 0)
 TEXT = (0, 0, 0)
 MAP_FIGURE_SIZE = (7, 6)
 MAP_DPI = 100
+CAPTION_FONT_SIZE = 11
+# The font of matplotlib's plots, shipped inside it: Pillow's default bitmap font squeezes the spaces.
+CAPTION_FONT_FILE = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
+
+
+@functools.cache
+def caption_font():
+    """DejaVu Sans at CAPTION_FONT_SIZE px, or Pillow's own font at that size if the file is missing."""
+    if CAPTION_FONT_FILE.is_file():
+        return PIL.ImageFont.truetype(str(CAPTION_FONT_FILE), CAPTION_FONT_SIZE)
+    return PIL.ImageFont.load_default(size=CAPTION_FONT_SIZE)
 
 
 def grid_size(num_rows, top_k):
@@ -59,7 +72,7 @@ def _paste_cell(canvas, draw, left, top, path, frame_colour, caption):
     canvas.paste(image, (left + PADDING + (THUMBNAIL - image.width) // 2,
                          top + PADDING + (THUMBNAIL - image.height) // 2))
     draw.text((left + PADDING, top + THUMBNAIL + 2 * PADDING), caption, fill=TEXT,
-              font=PIL.ImageFont.load_default())
+              font=caption_font())
 
 
 def draw_retrieval_grid(query_paths, neighbour_paths, distances, same_label=None, title="", query_captions=None):
@@ -73,7 +86,7 @@ def draw_retrieval_grid(query_paths, neighbour_paths, distances, same_label=None
     num_rows, top_k = np.shape(distances)
     canvas = PIL.Image.new("RGB", grid_size(num_rows, top_k), BACKGROUND)
     draw = PIL.ImageDraw.Draw(canvas)
-    draw.text((PADDING, 4), title, fill=TEXT, font=PIL.ImageFont.load_default())
+    draw.text((PADDING, 4), title, fill=TEXT, font=caption_font())
     for row in range(num_rows):
         top = TITLE_HEIGHT + row * CELL_HEIGHT
         caption = query_captions[row] if query_captions is not None else "query"

@@ -415,3 +415,11 @@ def test_a_run_that_held_out_classes_draws_its_pictures_and_embeds(write_tiny_co
     # The best backbone has a 2-class head (half the 4 training classes held out); embed.py builds it so.
     assert embed.main(["--run", str(run), "--images", str(pattern_tree / "images" / "class_00"),
                        "--output", str(tmp_path / "c0.npz")]) == 0
+
+
+def test_picture_captions_use_a_scalable_font_with_real_spaces():
+    """Pillow's default bitmap font drew "best epoch" as "bestepoch"."""
+    from inference.pictures import CAPTION_FONT_SIZE, caption_font
+    font = caption_font()
+    assert font.size == CAPTION_FONT_SIZE
+    assert font.getlength("best epoch") >= font.getlength("bestepoch") + 3
