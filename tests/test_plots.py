@@ -82,3 +82,12 @@ def test_tools_plot_refuses_a_folder_without_metrics(tmp_path, caplog):
     assert plot_tool.main([str(tmp_path), "--output", str(tmp_path / "x.png")]) == 2
     assert "has no metrics.csv" in caplog.text
     assert not (tmp_path / "x.png").exists()
+
+
+def test_bar_numbers_sit_above_their_error_bars(tmp_path, monkeypatch):
+    import utils.plots
+    figures = []
+    monkeypatch.setattr(utils.plots, "_save", lambda figure, path: figures.append(figure))
+    utils.plots.plot_bars(["a", "b"], {"R@1": [(50.0, 4.0), (40.0, None)]}, tmp_path / "bars.png", "t")
+    labels = {text.get_text(): text.xy for text in figures[0].axes[0].texts}
+    assert labels == {"50.0": (0, 54.0), "40.0": (1, 40.0)}

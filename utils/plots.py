@@ -162,8 +162,9 @@ def plot_bars(names, panels, path, title):
         means = [values[index][0] for index in positions]
         errors = [values[index][1] or 0.0 for index in positions]
         axis.bar(positions, means, yerr=errors, capsize=5, color="tab:blue", alpha=0.8)
-        for position, mean in zip(positions, means):
-            axis.annotate(f"{mean:.1f}", (position, mean), textcoords="offset points", xytext=(0, 3),
+        for position, mean, error in zip(positions, means, errors):
+            # Above the error bar's cap, which would otherwise cross the number.
+            axis.annotate(f"{mean:.1f}", (position, mean + error), textcoords="offset points", xytext=(0, 3),
                           ha="center", fontsize=8)
         axis.set_xticks(range(len(names)), names, rotation=20)
         axis.set_ylabel("%")
