@@ -113,17 +113,34 @@ class MultiHeadDotProduct(nn.Module):
             edge_weights: optional (n, n) or (graphs, n, n) weights that
                 multiply the attention weights after dropout (``mult_attr``).
         """
-        queries = self._split_heads(self.q_linear(feats))
-        keys = self._split_heads(self.k_linear(feats))
-        values = self._split_heads(self.v_linear(feats))
+        return self.attend_projections(*self.project(feats, feats), edge_weights, feats.dtype)
+
+    def project(self, targets, sources):
+        """``(queries, keys, values)``: the queries of the ``targets`` rows, the keys
+        and values of the ``sources`` rows, each (..., rows, d).
+
+        Row-wise maps, so they may be computed once per item and gathered
+        into graphs (``MPN.first_node_features``).
+        """
+        return self.q_linear(targets), self.k_linear(sources), self.v_linear(sources)
+
+    def attend_projections(self, queries, keys, values, edge_weights, dtype):
+        """(..., t, d) queries of t targets, (..., n, d) keys and values of the n
+        nodes -> (..., t, d) attention output of the targets, via ``dtype``.
+
+        ``edge_weights`` is None or (..., t, n): the targets' rows of the
+        edge weights.
+        """
+        queries, keys, values = (self._split_heads(part) for part in (queries, keys, values))
         # Scores, weights and sums in float32 even under autocast: the scores
         # of large-norm features overflow float16 (max 65504).
-        with torch.autocast(device_type=feats.device.type, enabled=False):
+        with torch.autocast(device_type=queries.device.type, enabled=False):
             messages = self.attend(queries.float(), keys.float(), values.float(), edge_weights)
-        return self.out(self._merge_heads(messages.to(feats.dtype)))
+        return self.out(self._merge_heads(messages.to(dtype)))
 
     def attend(self, queries, keys, values, edge_weights):
-        """(..., H, n, d/H) queries, keys, values -> (..., H, n, d/H) aggregated messages."""
+        """(..., H, t, d/H) queries of t targets, (..., H, n, d/H) keys and values
+        -> (..., H, t, d/H) aggregated messages."""
         scores = queries @ keys.transpose(-2, -1) / math.sqrt(self.head_dim)
         weights = self.dropout(null_logit_softmax(scores))
         if edge_weights is not None:
