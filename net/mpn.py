@@ -162,7 +162,7 @@ class MPN(nn.Module):
         per-item maps; layers before the last run on every row (row 0 of their
         output depends on all rows); the last layer computes row 0 alone.
         """
-        edge_weights = correlation_edge_weights(items[graphs]) if self.mult_attr else None
+        edge_weights = correlation_edge_weights(_gather_rows(items, graphs)) if self.mult_attr else None
         layers = self.gnn_model["node_model"].layers
         reduced, projections = item_projections
         feats, first_rows = None, []
@@ -170,9 +170,10 @@ class MPN(nn.Module):
             targets = slice(0, 1) if index == len(layers) - 1 else slice(None)
             if index == 0:
                 target_items = graphs[:, targets]
-                inputs = reduced[target_items]
+                inputs = _gather_rows(reduced, target_items)
                 layer_projections = (None if projections is None else
-                                     (projections[0][target_items], projections[1][graphs], projections[2][graphs]))
+                                     (_gather_rows(projections[0], target_items),
+                                      _gather_rows(projections[1], graphs), _gather_rows(projections[2], graphs)))
             else:
                 inputs = feats[:, targets]
                 layer_projections = layer.att.project(inputs, feats) if layer.att is not None else None
@@ -194,6 +195,11 @@ class MPN(nn.Module):
         if self.classifier_per_layer:
             return layer_outputs
         return layer_outputs[-1:]
+
+
+def _gather_rows(rows, index):
+    """``rows[index]``, (*index.shape, d), by one ``index_select`` (faster than indexing)."""
+    return rows.index_select(0, index.reshape(-1)).view(*index.shape, rows.shape[-1])
 
 
 def _output_features(features, necked, output_option):
