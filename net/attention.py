@@ -113,25 +113,42 @@ class MultiHeadDotProduct(nn.Module):
             edge_weights: optional (n, n) or (graphs, n, n) weights that
                 multiply the attention weights after dropout (``mult_attr``).
         """
-        return self.attend_projections(*self.project(feats, feats), edge_weights, feats.dtype)
+        return self.attend_heads(*self.project(feats, feats), edge_weights, feats.dtype)
 
     def project(self, targets, sources):
-        """``(queries, keys, values)``: the queries of the ``targets`` rows, the keys
-        and values of the ``sources`` rows, each (..., rows, d).
+        """``(queries, keys, values)``, split into heads: the queries of the ``targets``
+        rows (..., H, t, d/H), the keys and values of the ``sources`` rows (..., H, n, d/H)."""
+        return (self._split_heads(self.q_linear(targets)), self._split_heads(self.k_linear(sources)),
+                self._split_heads(self.v_linear(sources)))
 
-        Row-wise maps, so they may be computed once per item and gathered
-        into graphs (``MPN.first_node_features``).
+    def project_items(self, items):
+        """``(queries, keys, values)`` of every item, (n_items, d) each: row-wise maps,
+        computed once per item and gathered into graphs by ``gather_heads``."""
+        return self.q_linear(items), self.k_linear(items), self.v_linear(items)
+
+    def gather_heads(self, item_projections, targets, sources):
+        """``project`` of graphs from ``project_items``: the queries of the items
+        ``targets`` (graphs, t), the keys and values of ``sources`` (graphs, n).
+
+        Each gather writes (graphs, H, rows, d/H) in that memory order, so the
+        attention's products read them without a copy.
         """
-        return self.q_linear(targets), self.k_linear(sources), self.v_linear(sources)
+        def gather(per_item, index):
+            head_rows = per_item.reshape(-1, self.head_dim)  # row item * H + head
+            heads = torch.arange(self.num_heads, device=index.device)[:, None]
+            flat = (index[:, None, :] * self.num_heads + heads).reshape(-1)
+            return head_rows.index_select(0, flat).view(len(index), self.num_heads, index.shape[1], self.head_dim)
 
-    def attend_projections(self, queries, keys, values, edge_weights, dtype):
-        """(..., t, d) queries of t targets, (..., n, d) keys and values of the n
-        nodes -> (..., t, d) attention output of the targets, via ``dtype``.
+        queries, keys, values = item_projections
+        return gather(queries, targets), gather(keys, sources), gather(values, sources)
+
+    def attend_heads(self, queries, keys, values, edge_weights, dtype):
+        """(..., H, t, d/H) queries of t targets, (..., H, n, d/H) keys and values of
+        the n nodes -> (..., t, d) attention output of the targets, via ``dtype``.
 
         ``edge_weights`` is None or (..., t, n): the targets' rows of the
         edge weights.
         """
-        queries, keys, values = (self._split_heads(part) for part in (queries, keys, values))
         # Scores, weights and sums in float32 even under autocast: the scores
         # of large-norm features overflow float16 (max 65504).
         with torch.autocast(device_type=queries.device.type, enabled=False):

@@ -53,13 +53,13 @@ class MessagePassingLayer(nn.Module):
     def forward_projected(self, targets, projections, edge_weights=None):
         """The output rows of the nodes ``targets`` (..., t, d), given the
         attention's ``projections`` (``MultiHeadDotProduct.project``: the
-        targets' queries, every node's keys and values; None without
-        attention) and the targets' rows of ``edge_weights`` (..., t, n).
+        targets' queries, every node's keys and values, split into heads;
+        None without attention) and the targets' rows of ``edge_weights`` (..., t, n).
 
         Everything after the attention is row-wise, so only the rows asked
         for are computed (``MPN.first_node_features``).
         """
-        attended = (self.att.attend_projections(*projections, edge_weights, targets.dtype)
+        attended = (self.att.attend_heads(*projections, edge_weights, targets.dtype)
                     if self.att is not None else targets)
         return self._after_attention(targets, attended)
 
@@ -151,7 +151,7 @@ class MPN(nn.Module):
         """
         reduced = self.dim_red(items)
         first_attention = self.gnn_model["node_model"].layers[0].att
-        return reduced, first_attention.project(reduced, reduced) if first_attention is not None else None
+        return reduced, first_attention.project_items(reduced) if first_attention is not None else None
 
     def first_node_features(self, items, item_projections, graphs, output_option="plain"):
         """``features`` of ``forward(items[graphs], output_option)``, first row of every graph only.
@@ -172,8 +172,7 @@ class MPN(nn.Module):
                 target_items = graphs[:, targets]
                 inputs = _gather_rows(reduced, target_items)
                 layer_projections = (None if projections is None else
-                                     (_gather_rows(projections[0], target_items),
-                                      _gather_rows(projections[1], graphs), _gather_rows(projections[2], graphs)))
+                                     layer.att.gather_heads(projections, target_items, graphs))
             else:
                 inputs = feats[:, targets]
                 layer_projections = layer.att.project(inputs, feats) if layer.att is not None else None
