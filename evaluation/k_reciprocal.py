@@ -20,7 +20,7 @@ from evaluation.scores import SquaredEuclidean
 
 # Queries whose graphs are built together (bounds the (chunk, k1, k1/2) tables).
 QUERY_CHUNK = 2048
-# Bound on the (chunk, items) map of table positions: fewer queries per chunk for many items.
+# Bound on the (chunk, items) map of table places: fewer queries per chunk for many items.
 POSITION_MAP_ELEMENTS = 2 ** 24
 # Expansion overlap rule: a candidate's k1/2-reciprocal set joins when more
 # than this share of it lies in the query's k1-reciprocal set.
