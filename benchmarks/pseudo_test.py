@@ -14,7 +14,7 @@ time would be on an idle one) and the growth of resident memory (peak VmHWM, res
 before; the embeddings are not counted):
 - ours: ``evaluation.k_reciprocal_batches`` (exact blockwise neighbour
   tables, vectorised expansion), then ``evaluation.refinement.refine_first_nodes``
-  (chunks of graphs through the MPN in one call);
+  (chunks of graphs through the MPN in one call, first node only);
 - the authors' method at CUB size, re-stated: the full n x n distance matrix
   by ``addmm`` as their ``KReciprocalSampler``, ``np.argsort`` of every row,
   their per-item loop of numpy calls, then one MPN call per item (as their

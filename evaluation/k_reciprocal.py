@@ -20,10 +20,13 @@ from evaluation.scores import SquaredEuclidean
 
 # Queries whose graphs are built together (bounds the (chunk, k1, k1/2) tables).
 QUERY_CHUNK = 2048
+# Bound on the (chunk, items) map of table places: fewer queries per chunk for many items.
+POSITION_MAP_ELEMENTS = 2 ** 24
 # Expansion overlap rule: a candidate's k1/2-reciprocal set joins when more
 # than this share of it lies in the query's k1-reciprocal set.
 OVERLAP_SHARE = 2 / 3
-INF = float("inf")
+# Ranks of the entries that may fill a graph, in the order they fill it.
+IN_TABLE, BEYOND_TABLE, PADDING, NOT_TAKEN = range(4)
 
 
 def half_k(k1):
@@ -91,69 +94,89 @@ def _half_reciprocal_sets(item_table, k1):
 
 
 def _graphs(table, forward, reciprocal, half, scores, size):
-    """``[num_queries, size]`` item indices, chunk of queries by chunk."""
+    """``[num_queries, size]`` item indices, chunk of queries by chunk.
+
+    Each chunk marks its queries' table places in a (chunk, items) map, so
+    a chunk holds at most ``POSITION_MAP_ELEMENTS`` queries times items.
+    """
+    table_ids, num_items = table[0], len(half[0])
+    chunk = max(1, min(QUERY_CHUNK, POSITION_MAP_ELEMENTS // max(1, num_items)))
+    place_dtype = torch.int16 if table_ids.shape[1] < torch.iinfo(torch.int16).max else torch.int32
+    places = torch.zeros(min(chunk, len(table_ids)), num_items, dtype=place_dtype, device=table_ids.device)
     return torch.cat([
-        _chunk_graphs(rows, table, forward[rows], reciprocal[rows], half, scores, size)
-        for rows in torch.arange(len(forward), device=forward.device).split(QUERY_CHUNK)
+        _chunk_graphs(rows, table_ids[rows], forward[rows], reciprocal[rows], half, scores, size,
+                      places[:len(rows)])
+        for rows in torch.arange(len(forward), device=forward.device).split(chunk)
     ])
 
 
-def _chunk_graphs(rows, table, forward, reciprocal, half, scores, size):
-    """Graphs of the queries ``rows``: expansion sorted by distance, cut, then padding."""
-    expansion = _expansion(forward, reciprocal, half, num_items=len(half[0]))
-    distances = _distances_to_query(rows, expansion, table, scores)
-    # ``expansion`` is sorted by index along each row: a stable sort gives (distance, index) order.
-    order = torch.sort(distances, dim=1, stable=True).indices
-    closest = expansion.gather(1, order)[:, :size]
-    num_taken = (expansion < len(half[0])).sum(1).clamp(max=size)
-    taken = torch.arange(closest.shape[1], device=rows.device) < num_taken[:, None]
-    nearest = table[0][rows, :size]
-    in_graph = ((nearest[:, :, None] == closest[:, None, :]) & taken[:, None, :]).any(-1)
-    padding = ~in_graph & (torch.cumsum(~in_graph, 1) <= (size - num_taken)[:, None])
-    candidates, chosen = torch.cat([closest, nearest], 1), torch.cat([taken, padding], 1)
-    first_chosen = torch.sort((~chosen).to(torch.int8), dim=1, stable=True).indices[:, :size]
-    return candidates.gather(1, first_chosen)
+def _chunk_graphs(rows, table_ids, forward, reciprocal, half, scores, size, places):
+    """Graphs of the queries ``rows``: expansion sorted by distance, cut, then padding.
+
+    A query's table row holds its nearest items in (distance, index) order,
+    so the expansion's items in the table come first, in table order, and
+    only those beyond the table (rare) need their distances. Items of the
+    table's first ``size`` outside the expansion pad the graph. ``places``
+    is an all-zero (len(rows), items) map, left all zero.
+    """
+    num_items = len(half[0])
+    # places[i, item] = 1 + the item's place in query i's table row, 0 if absent.
+    numbers = torch.arange(1, table_ids.shape[1] + 1, dtype=places.dtype, device=rows.device)
+    places.scatter_(1, table_ids, numbers.expand_as(table_ids))
+    in_expansion, beyond_row, beyond_item = _expansion(table_ids, forward, reciprocal, half, places)
+    places.scatter_(1, table_ids, 0)
+    beyond_ids, beyond_valid = _nearest_beyond_table(rows, beyond_row, beyond_item, scores, size, num_items)
+    candidates = torch.cat([table_ids, beyond_ids, table_ids[:, :size]], 1)
+    # Groups in the order they fill a graph; NOT_TAKEN entries never do (there are enough others).
+    group = torch.cat([torch.where(in_expansion, IN_TABLE, NOT_TAKEN),
+                       torch.where(beyond_valid, BEYOND_TABLE, NOT_TAKEN),
+                       torch.where(in_expansion[:, :size], NOT_TAKEN, PADDING)], 1)
+    first = torch.sort(group, dim=1, stable=True).indices[:, :size]
+    return candidates.gather(1, first)
 
 
-def _expansion(forward, reciprocal, half, num_items):
-    """Per query, the sorted distinct items of its k-reciprocal expansion; ``num_items``
-    (larger than every index) fills the rest of the row.
+def _expansion(table_ids, forward, reciprocal, half, places):
+    """The k-reciprocal expansion of each query: ``(in_expansion, beyond_row, beyond_item)``,
+    which table entries belong to it and the (query row, item) pairs of those beyond the
+    table (may repeat). ``places`` maps (query row, item) to 1 + its table place, or 0.
 
     A k1-reciprocal neighbour c adds its k1/2-reciprocal set when more than
     2/3 of that set is k1-reciprocal with the query.
     """
     half_ids, half_member = half
-    reciprocal_ids = torch.where(reciprocal, forward, -1).sort(1).values
-    candidate_ids, candidate_member = half_ids[forward], half_member[forward]
-    in_reciprocal = _is_in(candidate_ids.flatten(1), reciprocal_ids).view(candidate_ids.shape)
-    overlap = (in_reciprocal & candidate_member).sum(-1)
-    set_size = candidate_member.sum(-1)
+    num_queries, num_forward = forward.shape
+    members = half_member[forward] & reciprocal[:, :, None]
+    member_ids = half_ids[forward]
+    place = places.gather(1, member_ids.view(num_queries, -1)).view(member_ids.shape).long() - 1
+    in_table = place >= 0
+    reciprocal_place = reciprocal.gather(1, place.clamp(0, num_forward - 1).view(num_queries, -1))
+    in_reciprocal = in_table & (place < num_forward) & reciprocal_place.view(member_ids.shape)
+    overlap, set_size = (in_reciprocal & members).sum(-1), members.sum(-1)
     expands = reciprocal & (overlap.double() > OVERLAP_SHARE * set_size.double())
-    joins = candidate_member & expands[:, :, None]
-    ids = torch.cat([torch.where(reciprocal, forward, num_items),
-                     torch.where(joins, candidate_ids, num_items).flatten(1)], 1).sort(1).values
-    repeated = torch.zeros_like(ids, dtype=torch.bool)
-    repeated[:, 1:] = ids[:, 1:] == ids[:, :-1]
-    return torch.where(repeated, num_items, ids).sort(1).values
+    joins = members & expands[:, :, None]
+    num_places = table_ids.shape[1]
+    # The extra last column takes the marks of the entries that mark nothing.
+    marked = torch.zeros(num_queries, num_places + 1, dtype=torch.bool, device=forward.device)
+    marked[:, :num_forward] = reciprocal
+    marked.scatter_(1, torch.where(joins & in_table, place, num_places).view(num_queries, -1), True)
+    beyond_row, beyond_candidate, beyond_slot = (joins & ~in_table).nonzero(as_tuple=True)
+    return marked[:, :num_places], beyond_row, member_ids[beyond_row, beyond_candidate, beyond_slot]
 
 
-def _is_in(values, sorted_sets):
-    """``values[i, j] in sorted_sets[i]`` for every entry (rows of ``sorted_sets`` ascending)."""
-    position = torch.searchsorted(sorted_sets, values).clamp(max=sorted_sets.shape[1] - 1)
-    return sorted_sets.gather(1, position) == values
-
-
-def _distances_to_query(rows, expansion, table, scores):
-    """Float64 squared distance of each expansion item to its query (inf for fill):
-    from the neighbour table where it holds the item, else computed."""
-    table_ids, table_order = table[0][rows].sort(1)
-    table_distances = table[1][rows].gather(1, table_order)
-    num_items = scores.items.shape[0]
-    valid = expansion < num_items
-    in_table = _is_in(expansion, table_ids) & valid
-    position = torch.searchsorted(table_ids, expansion).clamp(max=table_ids.shape[1] - 1)
-    distances = torch.where(in_table, table_distances.gather(1, position), INF)
-    row, column = (valid & ~in_table).nonzero(as_tuple=True)
-    distances[row, column] = exact_scores(scores, rows[row], expansion[row, column])
-    return distances
-
+def _nearest_beyond_table(rows, beyond_row, beyond_item, scores, size, num_items):
+    """``(ids, valid)``, each ``[len(rows), size]``: per query, the nearest ``size`` of its
+    expansion items beyond its table, by (float64 distance, index)."""
+    stride = num_items + 1
+    pairs = torch.unique(beyond_row * stride + beyond_item)  # sorted by row, then item
+    row, item = pairs // stride, pairs % stride
+    distances = exact_scores(scores, rows[row], item)
+    order = torch.sort(distances, stable=True).indices
+    order = order[torch.sort(row[order], stable=True).indices]
+    row, item = row[order], item[order]
+    rank = torch.arange(len(row), device=row.device) - torch.searchsorted(row, row)
+    keep = rank < size
+    ids = torch.zeros(len(rows), size, dtype=torch.int64, device=rows.device)
+    valid = torch.zeros(len(rows), size, dtype=torch.bool, device=rows.device)
+    ids[row[keep], rank[keep]] = item[keep]
+    valid[row[keep], rank[keep]] = True
+    return ids, valid

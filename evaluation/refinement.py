@@ -4,7 +4,8 @@ Each test item's graph (``evaluation.k_reciprocal``) goes through the trained
 MPN in eval mode; the item's refined embedding is the first row of the
 output, the item itself. Many graphs of the same size go through the MPN at
 once as a ``(graphs, nodes, dim)`` batch, ``graphs_per_chunk`` at a time, on
-the device of the embeddings. The MPN is a module handed in by the caller.
+the device of the embeddings. The MPN is a module handed in by the caller
+(``net.MPN``: ``item_projections`` and ``first_node_features``).
 """
 from dataclasses import dataclass
 
@@ -63,8 +64,10 @@ def refine_first_nodes(mpn, nodes, graphs, options, autocast_dtype=None):
     """``[len(graphs), dim']``: the MPN's refined embedding of the first node of every graph.
 
     ``nodes`` holds the node embeddings, ``graphs`` indexes them (one row per
-    graph). The MPN runs in eval mode without gradients and goes back to its
-    previous mode afterwards.
+    graph). Only the first row of every graph is computed
+    (``MPN.first_node_features``), and the maps that see one node at a time
+    once per node embedding (``MPN.item_projections``). The MPN runs in eval
+    mode without gradients and goes back to its previous mode afterwards.
     """
     device = nodes.device
     was_training = mpn.training
@@ -72,12 +75,20 @@ def refine_first_nodes(mpn, nodes, graphs, options, autocast_dtype=None):
     refined = []
     try:
         with torch.no_grad():
+            with _autocast(device, autocast_dtype):
+                item_projections = mpn.item_projections(nodes)
             for chunk in tqdm(graphs.split(options.graphs_per_chunk), desc="refining", leave=False,
                               disable=None):
-                with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-                    _logits, features = mpn(nodes[chunk.to(device)], output_option=options.output_option)
+                with _autocast(device, autocast_dtype):
+                    features = mpn.first_node_features(nodes, item_projections, chunk.to(device),
+                                                       output_option=options.output_option)
                 chosen = torch.cat(features, dim=-1) if options.concatenate else features[-1]
-                refined.append(chosen[:, 0].float())
+                refined.append(chosen.float())
     finally:
         mpn.train(was_training)
     return torch.cat(refined)
+
+
+def _autocast(device, dtype):
+    """Mixed precision as the evaluation of the backbone, or none when ``dtype`` is None."""
+    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)

@@ -84,9 +84,14 @@ class SquaredEuclidean:
         return product_block(self.query_side[rows], self.item_side[columns], buffer)
 
     def exact(self, query_index, item_index):
-        """Squared distances of the pairs in float64, differences first (no cancellation)."""
-        queries = self.queries[query_index].double()
-        return ((queries - self.items[item_index].double()) ** 2).sum(1)
+        """Squared distances of the pairs in float64, differences first (no cancellation).
+
+        In place on one float64 copy (``index_select`` gathers rows faster
+        than indexing); the values are those of ``((q - x) ** 2).sum(1)``.
+        """
+        differences = self.queries.index_select(0, query_index).double()
+        differences.sub_(self.items.index_select(0, item_index))
+        return differences.square_().sum(1)
 
 
 def _extended(vectors, scale, first_extra_column, second_extra_column):

@@ -113,17 +113,51 @@ class MultiHeadDotProduct(nn.Module):
             edge_weights: optional (n, n) or (graphs, n, n) weights that
                 multiply the attention weights after dropout (``mult_attr``).
         """
-        queries = self._split_heads(self.q_linear(feats))
-        keys = self._split_heads(self.k_linear(feats))
-        values = self._split_heads(self.v_linear(feats))
+        return self.attend_heads(*self.project(feats, feats), edge_weights, feats.dtype)
+
+    def project(self, targets, sources):
+        """``(queries, keys, values)``, split into heads: the queries of the ``targets``
+        rows (..., H, t, d/H), the keys and values of the ``sources`` rows (..., H, n, d/H)."""
+        return (self._split_heads(self.q_linear(targets)), self._split_heads(self.k_linear(sources)),
+                self._split_heads(self.v_linear(sources)))
+
+    def project_items(self, items):
+        """``(queries, keys, values)`` of every item, (n_items, d) each: row-wise maps,
+        computed once per item and gathered into graphs by ``gather_heads``."""
+        return self.q_linear(items), self.k_linear(items), self.v_linear(items)
+
+    def gather_heads(self, item_projections, targets, sources):
+        """``project`` of graphs from ``project_items``: the queries of the items
+        ``targets`` (graphs, t), the keys and values of ``sources`` (graphs, n).
+
+        Each gather writes (graphs, H, rows, d/H) in that memory order, so the
+        attention's products read them without a copy.
+        """
+        def gather(per_item, index):
+            head_rows = per_item.reshape(-1, self.head_dim)  # row item * H + head
+            heads = torch.arange(self.num_heads, device=index.device)[:, None]
+            flat = (index[:, None, :] * self.num_heads + heads).reshape(-1)
+            return head_rows.index_select(0, flat).view(len(index), self.num_heads, index.shape[1], self.head_dim)
+
+        queries, keys, values = item_projections
+        return gather(queries, targets), gather(keys, sources), gather(values, sources)
+
+    def attend_heads(self, queries, keys, values, edge_weights, dtype):
+        """(..., H, t, d/H) queries of t targets, (..., H, n, d/H) keys and values of
+        the n nodes -> (..., t, d) attention output of the targets, via ``dtype``.
+
+        ``edge_weights`` is None or (..., t, n): the targets' rows of the
+        edge weights.
+        """
         # Scores, weights and sums in float32 even under autocast: the scores
         # of large-norm features overflow float16 (max 65504).
-        with torch.autocast(device_type=feats.device.type, enabled=False):
+        with torch.autocast(device_type=queries.device.type, enabled=False):
             messages = self.attend(queries.float(), keys.float(), values.float(), edge_weights)
-        return self.out(self._merge_heads(messages.to(feats.dtype)))
+        return self.out(self._merge_heads(messages.to(dtype)))
 
     def attend(self, queries, keys, values, edge_weights):
-        """(..., H, n, d/H) queries, keys, values -> (..., H, n, d/H) aggregated messages."""
+        """(..., H, t, d/H) queries of t targets, (..., H, n, d/H) keys and values
+        -> (..., H, t, d/H) aggregated messages."""
         scores = queries @ keys.transpose(-2, -1) / math.sqrt(self.head_dim)
         weights = self.dropout(null_logit_softmax(scores))
         if edge_weights is not None:

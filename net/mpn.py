@@ -48,6 +48,23 @@ class MessagePassingLayer(nn.Module):
 
     def forward(self, feats, edge_weights=None):
         attended = self.att(feats, edge_weights) if self.att is not None else feats
+        return self._after_attention(feats, attended)
+
+    def forward_projected(self, targets, projections, edge_weights=None):
+        """The output rows of the nodes ``targets`` (..., t, d), given the
+        attention's ``projections`` (``MultiHeadDotProduct.project``: the
+        targets' queries, every node's keys and values, split into heads;
+        None without attention) and the targets' rows of ``edge_weights`` (..., t, n).
+
+        Everything after the attention is row-wise, so only the rows asked
+        for are computed (``MPN.first_node_features``).
+        """
+        attended = (self.att.attend_heads(*projections, edge_weights, targets.dtype)
+                    if self.att is not None else targets)
+        return self._after_attention(targets, attended)
+
+    def _after_attention(self, feats, attended):
+        """The residual sublayers around the attention output and the feed-forward, row-wise."""
         feats = _residual_sublayer(feats, self.dropout1(attended), self.res1, self.norm1)
         transformed = self._feed_forward(feats) if self.linear1 is not None else feats
         return _residual_sublayer(feats, self.dropout2(transformed), self.res2, self.norm2)
@@ -119,16 +136,57 @@ class MPN(nn.Module):
         edge_weights = correlation_edge_weights(feats) if self.mult_attr else None
         layer_outputs = self.gnn_model["node_model"](self.dim_red(feats), edge_weights)
         features = self._select_features(layer_outputs)
-        necked = ([_over_nodes(bn, f) for bn, f in zip(self.bottleneck, features)]
-                  if self.bottleneck is not None else features)
+        necked = self._necked(features)
         logits = [fc(f) for fc, f in zip(self.fc, necked)]
-        if output_option == "plain":
-            return logits, [F.normalize(f, p=2, dim=-1) for f in features]
-        if output_option == "norm":
-            return logits, features
-        if output_option == "neck":
-            return logits, necked
-        raise ValueError(f"unknown output_option {output_option!r}")
+        return logits, _output_features(features, necked, output_option)
+
+    def item_projections(self, items):
+        """``(reduced, projections)`` of every item, (n, d) each: its ``dim_red`` map
+        and the first layer's attention projections of it (None without
+        attention), for ``first_node_features``.
+
+        These maps see one node at a time, so computing them once per item
+        instead of once per graph node does the same work for a graph size
+        times fewer rows.
+        """
+        reduced = self.dim_red(items)
+        first_attention = self.gnn_model["node_model"].layers[0].att
+        return reduced, first_attention.project_items(reduced) if first_attention is not None else None
+
+    def first_node_features(self, items, item_projections, graphs, output_option="plain"):
+        """``features`` of ``forward(items[graphs], output_option)``, first row of every graph only.
+
+        ``graphs`` (graphs, n) indexes ``items``; ``item_projections`` is
+        ``item_projections(items)``. Returns one (graphs, d') tensor per entry of
+        the forward's ``features`` (no logits). The first layer gathers its
+        per-item maps; layers before the last run on every row (row 0 of their
+        output depends on all rows); the last layer computes row 0 alone.
+        """
+        edge_weights = correlation_edge_weights(_gather_rows(items, graphs)) if self.mult_attr else None
+        layers = self.gnn_model["node_model"].layers
+        reduced, projections = item_projections
+        feats, first_rows = None, []
+        for index, layer in enumerate(layers):
+            targets = slice(0, 1) if index == len(layers) - 1 else slice(None)
+            if index == 0:
+                target_items = graphs[:, targets]
+                inputs = _gather_rows(reduced, target_items)
+                layer_projections = (None if projections is None else
+                                     layer.att.gather_heads(projections, target_items, graphs))
+            else:
+                inputs = feats[:, targets]
+                layer_projections = layer.att.project(inputs, feats) if layer.att is not None else None
+            target_weights = edge_weights[:, targets] if edge_weights is not None else None
+            feats = layer.forward_projected(inputs, layer_projections, target_weights)
+            first_rows.append(feats[:, 0])
+        features = self._select_features(first_rows)
+        necked = self._necked(features) if output_option == "neck" else features
+        return _output_features(features, necked, output_option)
+
+    def _necked(self, features):
+        if self.bottleneck is None:
+            return features
+        return [_over_nodes(bn, f) for bn, f in zip(self.bottleneck, features)]
 
     def _select_features(self, layer_outputs):
         if self.concatenate_layers:
@@ -136,6 +194,22 @@ class MPN(nn.Module):
         if self.classifier_per_layer:
             return layer_outputs
         return layer_outputs[-1:]
+
+
+def _gather_rows(rows, index):
+    """``rows[index]``, (*index.shape, d), by one ``index_select`` (faster than indexing)."""
+    return rows.index_select(0, index.reshape(-1)).view(*index.shape, rows.shape[-1])
+
+
+def _output_features(features, necked, output_option):
+    """The features ``forward`` returns for ``output_option`` (see ``MPN``)."""
+    if output_option == "plain":
+        return [F.normalize(f, p=2, dim=-1) for f in features]
+    if output_option == "norm":
+        return features
+    if output_option == "neck":
+        return necked
+    raise ValueError(f"unknown output_option {output_option!r}")
 
 
 def _over_nodes(batch_norm, feats):

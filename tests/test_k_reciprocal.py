@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from evaluation import k_reciprocal_batches, k_reciprocal_batches_inshop
+from evaluation import k_reciprocal, k_reciprocal_batches, k_reciprocal_batches_inshop
 from evaluation.neighbours import nearest_neighbours
 
 
@@ -121,6 +121,30 @@ def test_inshop_batches_equal_the_restated_authors_sampler(num_query, num_galler
                                        k1=k1, block_size=16)
     assert ours.shape == (num_query, size - 1)
     np.testing.assert_array_equal(ours.numpy(), restated_batches_inshop(query, gallery, size, k1))
+
+
+@pytest.mark.parametrize("map_elements", [100, 1000])
+def test_graphs_built_a_few_queries_at_a_time_are_the_same(monkeypatch, map_elements):
+    """Small item maps: many chunks share one map, which must be left all zero after each."""
+    monkeypatch.setattr(k_reciprocal, "POSITION_MAP_ELEMENTS", map_elements)
+    embeddings = clustered_embeddings(300, 12, 3)
+    ours = k_reciprocal_batches(torch.from_numpy(embeddings), 9, k1=10, block_size=50)
+    np.testing.assert_array_equal(ours.numpy(), restated_batches(embeddings, 9, 10))
+    query, gallery = embeddings[:100], embeddings[100:]
+    np.testing.assert_array_equal(
+        k_reciprocal_batches_inshop(torch.from_numpy(query), torch.from_numpy(gallery), 8, k1=10).numpy(),
+        restated_batches_inshop(query, gallery, 8, 10))
+
+
+def test_expansion_items_beyond_the_neighbour_table_are_ordered_by_distance():
+    """Guards the test data: with k1 = 10 some graphs take expansion items beyond a
+    query's 11 nearest, whose order comes from their computed distances."""
+    embeddings = clustered_embeddings(300, 12, 3)
+    order, _ = sorted_rows(distance_matrix(embeddings, embeddings), self_first=True)
+    graphs = restated_batches(embeddings, 9, 10)
+    beyond = [i for i in range(300) if not set(graphs[i]) <= set(order[i, :11])]
+    assert beyond
+    np.testing.assert_array_equal(k_reciprocal_batches(torch.from_numpy(embeddings), 9, k1=10).numpy(), graphs)
 
 
 def test_nearest_neighbours_are_exact_where_float32_cannot_tell():

@@ -278,6 +278,47 @@ def test_a_batch_of_graphs_gives_what_each_graph_gives_alone(gnn, output_option)
 
 # --- refinement --------------------------------------------------------------------
 
+FIRST_NODE_CONFIGS = [
+    dict(), dict(num_layers=2), dict(num_layers=3, cat=1), dict(num_layers=2, every=1, num_heads=4),
+    dict(aggregator="mean", mult_attr=1), dict(aggregator="max", num_layers=2, mult_attr=1),
+    dict(aggregator="max", mult_attr=1), dict(attention=0, num_layers=2), dict(mlp=0, res1=0),
+    dict(res2=0, norm1=0), dict(norm2=0, num_layers=2, cat=1), dict(res1=0, res2=0, norm1=0, norm2=0),
+]
+
+
+@pytest.mark.parametrize("gnn", FIRST_NODE_CONFIGS, ids=str)
+@pytest.mark.parametrize("output_option", ["plain", "norm", "neck"])
+def test_first_node_features_are_row_0_of_the_full_forward(gnn, output_option):
+    """The first-node path (per-item maps gathered, last layer on row 0) against every row computed."""
+    torch.manual_seed(0)
+    mpn = build_mpn(gnn_params(**gnn), 32).eval()
+    for bottleneck in mpn.bottleneck:  # eval-mode statistics that change the features
+        bottleneck.running_mean.normal_()
+        bottleneck.running_var.uniform_(0.5, 2.0)
+    items = torch.randn(30, 32) * 3
+    graphs = torch.randint(0, 30, (13, 7), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        _, full = mpn(items[graphs], output_option=output_option)
+        first = mpn.first_node_features(items, mpn.item_projections(items), graphs, output_option)
+    assert len(first) == len(full)
+    for row_0, alone in zip(first, full):
+        assert row_0.shape == alone[:, 0].shape
+        torch.testing.assert_close(row_0, alone[:, 0], rtol=1e-5, atol=1e-5)
+
+
+def test_first_node_features_under_autocast_keep_float32_attention_scores():
+    """Large-norm inputs: the scores overflow float16 unless computed in float32, as in the forward."""
+    torch.manual_seed(0)
+    mpn = build_mpn(gnn_params(num_layers=2), 64).eval()
+    items = torch.randn(20, 64) * 1e3
+    graphs = torch.randint(0, 20, (9, 5), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.float16):
+        _, full = mpn(items[graphs])
+        first = mpn.first_node_features(items, mpn.item_projections(items), graphs)
+    assert torch.isfinite(first[0]).all()
+    torch.testing.assert_close(first[0].float(), full[0][:, 0].float(), rtol=0, atol=2e-2)
+
+
 @pytest.fixture
 def mpn():
     torch.manual_seed(0)
