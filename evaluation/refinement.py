@@ -29,7 +29,7 @@ class RefinementOptions:
 
     k1: int = 30
     graph_size: int = None
-    graphs_per_chunk: int = 4096
+    graphs_per_chunk: int = 1024
     output_option: str = "plain"
     concatenate: bool = False
 

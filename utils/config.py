@@ -247,7 +247,7 @@ SCHEMA = {
                      "expansion uses k1/2.", minimum=1),
         "graph_size": Option(None, int, "pseudo_test: items per test graph, the query included; null is "
                              "the authors' hard-coded 7 (4 for In-Shop).", minimum=2, nullable=True),
-        "graphs_per_chunk": Option(4096, int, "Ours. pseudo_test: graphs refined per MPN call (bounds "
+        "graphs_per_chunk": Option(1024, int, "Ours. pseudo_test: graphs refined per MPN call (bounds "
                                    "memory).", minimum=1),
     },
     "logging": {
