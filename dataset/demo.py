@@ -24,7 +24,7 @@ from sklearn.datasets import load_digits
 from tqdm import tqdm
 
 from utils.errors import UserInputError
-from utils.io import atomic_write, atomic_write_text
+from utils.io import atomic_write, atomic_write_text, sync_to_disk
 
 logger = logging.getLogger(__name__)
 
@@ -166,6 +166,7 @@ def write_demo(root):
         if path.is_file():
             continue
         path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(path, data, replace=False)
+        atomic_write(path, data, replace=False, durable=False)
+    sync_to_disk()  # the images are on the disk before the manifest says so
     atomic_write_text(root / MANIFEST, json.dumps({"complete": True, "files": hashes}))
     logger.info("Wrote the demo dataset (%d digit images) to %s.", len(images), root)

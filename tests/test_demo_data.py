@@ -92,3 +92,26 @@ def test_images_are_deterministic_and_vary_in_colour(demo_root, tmp_path):
     grey_levels = load_digits().images[0]
     assert digit_image(grey_levels, 0).tobytes() == digit_image(grey_levels, 0).tobytes()
     assert digit_image(grey_levels, 0).tobytes() != digit_image(grey_levels, 1).tobytes()
+
+
+def test_images_skip_their_fsyncs_and_are_synced_once_before_the_manifest_says_complete(tmp_path, monkeypatch):
+    import os
+
+    import utils.io
+    events = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(utils.io.os, "fsync", lambda descriptor: events.append("fsync") or real_fsync(descriptor))
+    monkeypatch.setattr(utils.io.os, "sync", lambda: events.append("sync"))
+    real_write = utils.io.atomic_write
+
+    def recording_write(path, data, replace=True, durable=True):
+        if path.name == MANIFEST:
+            events.append(("manifest", json.loads(data)["complete"]))
+        real_write(path, data, replace, durable)
+
+    monkeypatch.setattr("dataset.demo.atomic_write_text",
+                        lambda path, text, replace=True: recording_write(path, text.encode(), replace))
+    ensure_demo_dataset(tmp_path / "demo")
+    # Only the two manifest writes fsync (file and folder each); the 1,797 images wait for one sync.
+    assert [event for event in events if event != "fsync"] == [("manifest", False), "sync", ("manifest", True)]
+    assert events.count("fsync") == 4

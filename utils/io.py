@@ -53,8 +53,9 @@ def write_failure(path, error):
                           "if any, is kept; free disk space or make the folder writable, then run again.")
 
 
-def _write_temporary(path, data):
-    """``data`` in a fsync'ed temporary file beside ``path`` with the umask's mode; returns its path."""
+def _write_temporary(path, data, durable=True):
+    """``data`` in a temporary file beside ``path`` with the umask's mode, fsync'ed when
+    ``durable``; returns its path."""
     try:
         remove_stale_temporaries(path)
         descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=_temporary_prefix(path), suffix=".tmp")
@@ -64,7 +65,8 @@ def _write_temporary(path, data):
         with os.fdopen(descriptor, "wb") as handle:
             handle.write(data)
             handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                os.fsync(handle.fileno())
         os.chmod(temporary, _FILE_MODE)
     except BaseException as error:
         Path(temporary).unlink(missing_ok=True)
@@ -74,7 +76,7 @@ def _write_temporary(path, data):
     return temporary
 
 
-def _move_into_place(temporary, path, replace):
+def _move_into_place(temporary, path, replace, durable=True):
     """Rename ``temporary`` to ``path``; with ``replace=False`` an existing ``path`` is an error."""
     try:
         if replace:
@@ -90,17 +92,31 @@ def _move_into_place(temporary, path, replace):
         if isinstance(error, OSError):
             raise write_failure(path, error) from None
         raise
-    _fsync_folder(path.parent)
+    if durable:
+        _fsync_folder(path.parent)
 
 
-def atomic_write(path, data: bytes, replace=True):
+def atomic_write(path, data: bytes, replace=True, durable=True):
+    """Write ``data`` to ``path`` atomically.
+
+    ``durable=False`` skips the two fsyncs: the file still appears whole or
+    not at all, but a power cut may lose it. For many small files whose
+    writer calls ``sync_to_disk()`` once before it records them as written
+    (the demo dataset: 1,797 images, 3,600 fsyncs, seconds of a demo run).
+    """
     path = Path(path)
-    temporary = _write_temporary(path, data)
+    temporary = _write_temporary(path, data, durable)
     group = getattr(_staged, "group", None)
     if group is not None:
-        group.append((temporary, path, replace))
+        group.append((temporary, path, replace, durable))
         return
-    _move_into_place(temporary, path, replace)
+    _move_into_place(temporary, path, replace, durable)
+
+
+def sync_to_disk():
+    """Flush every file written so far to the disk (``os.sync``; a no-op where it does not exist)."""
+    if hasattr(os, "sync"):
+        os.sync()
 
 
 @contextlib.contextmanager
@@ -116,16 +132,16 @@ def write_together():
     try:
         yield
     except BaseException:
-        for temporary, _, _ in group:
+        for temporary, *_ in group:
             Path(temporary).unlink(missing_ok=True)
         raise
     finally:
         _staged.group = None
-    for position, (temporary, path, replace) in enumerate(group):
+    for position, (temporary, path, replace, durable) in enumerate(group):
         try:
-            _move_into_place(temporary, path, replace)
+            _move_into_place(temporary, path, replace, durable)
         except BaseException:
-            for later, _, _ in group[position + 1:]:
+            for later, *_ in group[position + 1:]:
                 Path(later).unlink(missing_ok=True)
             raise
 
