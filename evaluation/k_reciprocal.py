@@ -15,8 +15,8 @@ unstable argsort breaks ties arbitrarily).
 """
 import torch
 
-from evaluation.neighbours import exact_scores, nearest_neighbours
-from evaluation.scores import SquaredEuclidean
+from evaluation.neighbours import nearest_neighbours
+from evaluation.scores import SquaredEuclidean, exact_scores
 
 # Queries whose graphs are built together (bounds the (chunk, k1, k1/2) tables).
 QUERY_CHUNK = 2048

@@ -16,13 +16,11 @@ ties go to the lower item index. Memory grows with
 import torch
 
 from evaluation.metric_sets import metric_set
-from evaluation.scores import NegativeCosine, SquaredEuclidean, ieee_float32_matmul
+from evaluation.scores import NegativeCosine, SquaredEuclidean, exact_scores, ieee_float32_matmul
 
 INF = float("inf")
 # Names written into embedding files, so that a search uses the distance of the run.
 DISTANCES = {"euclidean": SquaredEuclidean, "cosine": NegativeCosine}
-# Float64 re-scoring of candidate pairs works in chunks of this many vector elements.
-EXACT_CHUNK_ELEMENTS = 1 << 18
 # Scores beyond the K-th that are looked at before a row is compared in full.
 WINDOW_MARGIN = 16
 
@@ -113,15 +111,6 @@ def _window_pairs(block, k, error_bounds):
     wide_block = block[wide]
     wide_row, wide_column = ((wide_block <= window_top[wide, None]) & (wide_block < INF)).nonzero(as_tuple=True)
     return torch.cat([row, wide[wide_row]]), torch.cat([columns[row, position], wide_column])
-
-
-def exact_scores(scorer, query_index, item_index):
-    """Float64 scores of the pairs (``scorer.exact``), chunk by chunk to bound memory."""
-    chunk = max(1, EXACT_CHUNK_ELEMENTS // max(1, scorer.items.shape[1]))
-    pieces = [scorer.exact(query_index[start:start + chunk], item_index[start:start + chunk])
-              for start in range(0, len(query_index), chunk)]
-    return (torch.cat(pieces) if pieces
-            else torch.empty(0, dtype=torch.float64, device=query_index.device))
 
 
 def first_same_label_ranks(queries, query_labels, items=None, item_labels=None, distance="euclidean",

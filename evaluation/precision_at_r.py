@@ -35,9 +35,9 @@ import math
 
 import torch
 
-from evaluation.ranking import INF, _BlockMemory, _exact_scores, _SortedLabels
+from evaluation.ranking import EXACT_CHUNK_ELEMENTS, INF, _BlockMemory, _SortedLabels
 from evaluation.recall import DEFAULT_BLOCK_SIZE
-from evaluation.scores import NegativeCosine, SquaredEuclidean, ieee_float32_matmul
+from evaluation.scores import NegativeCosine, SquaredEuclidean, exact_scores, ieee_float32_matmul
 
 METRIC_NAMES = ("MAP@R", "RP", "P@1")
 # A count larger than any R: "not among the R nearest".
@@ -184,8 +184,8 @@ def _closer_in_window(scores, block, first_row, row, positive_column, low, high)
     pair_row, pair_column = ((window >= row_low[:, None]) & (window <= row_high[:, None])).nonzero(
         as_tuple=True)
     pair_float32 = window[pair_row, pair_column]
-    pair_exact = _exact_scores(scores, first_row + open_rows[pair_row], pair_column)
-    positive_exact = _exact_scores(scores, first_row + row, positive_column)
+    pair_exact = exact_scores(scores, first_row + open_rows[pair_row], pair_column, EXACT_CHUNK_ELEMENTS)
+    positive_exact = exact_scores(scores, first_row + row, positive_column, EXACT_CHUNK_ELEMENTS)
     # Each entry against every window item of its row (pairs are in row order).
     pair_start = torch.searchsorted(pair_row, entry_row, right=False)
     pair_count = torch.searchsorted(pair_row, entry_row, right=True) - pair_start

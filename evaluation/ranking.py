@@ -25,7 +25,7 @@ thresholds are known because blocks run from last to first.
 import numpy as np
 import torch
 
-from evaluation.scores import ieee_float32_matmul
+from evaluation.scores import exact_scores, ieee_float32_matmul
 
 # Float64 re-scoring works through the candidate pairs in chunks of this many
 # vector elements (512 KiB per operand): small enough to stay in cache.
@@ -279,7 +279,7 @@ def _exact_closer_counts(scores, labels, queries, low, high, block_size, memory)
             as_tuple=True)
         other_label = labels.query_labels[block_queries[row]] != labels.item_labels[column]
         row, column = row[other_label], column[other_label]
-        is_closer = _exact_scores(scores, block_queries[row], column) < best_positive[row]
+        is_closer = exact_scores(scores, block_queries[row], column, EXACT_CHUNK_ELEMENTS) < best_positive[row]
         closer[rows] = surely_closer + torch.bincount(row[is_closer], minlength=len(block))
     return closer
 
@@ -305,14 +305,5 @@ def _exact_closest_same_label(scores, labels, queries, block):
     may_be_closest = approximate <= nearest[row] + 2.0 * scores.error_bounds[queries][row]
     row, column = row[may_be_closest], column[may_be_closest]
     best_positive = torch.full((len(queries),), INF, dtype=torch.float64, device=queries.device)
-    return best_positive.scatter_reduce(0, row, _exact_scores(scores, queries[row], column),
+    return best_positive.scatter_reduce(0, row, exact_scores(scores, queries[row], column, EXACT_CHUNK_ELEMENTS),
                                         reduce="amin")
-
-
-def _exact_scores(scores, query_index, item_index):
-    """``scores.exact`` of many pairs, chunk by chunk."""
-    chunk = max(1, EXACT_CHUNK_ELEMENTS // scores.items.shape[1])
-    pieces = [scores.exact(query_index[start:start + chunk], item_index[start:start + chunk])
-              for start in range(0, len(query_index), chunk)]
-    return (torch.cat(pieces) if pieces
-            else torch.empty(0, dtype=torch.float64, device=query_index.device))

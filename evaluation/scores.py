@@ -19,6 +19,8 @@ FLOAT32_UNIT_ROUNDOFF = 2.0 ** -24
 SAFETY_FACTOR = 2.0
 # The authors' l2_norm adds 1e-12 under the square root (evaluation/recall_inshop.py).
 INSHOP_NORM_EPS = 1e-12
+# Float64 re-scoring of candidate pairs works in chunks of this many vector elements.
+EXACT_CHUNK_ELEMENTS = 1 << 18
 
 
 def gamma(num_terms):
@@ -43,6 +45,16 @@ def ieee_float32_matmul():
     finally:
         torch.backends.cuda.matmul.allow_tf32 = previous_cuda_tf32
         torch.set_float32_matmul_precision(previous_precision)
+
+
+def exact_scores(scorer, query_index, item_index, chunk_elements=EXACT_CHUNK_ELEMENTS):
+    """Float64 scores of the pairs (``scorer.exact``), ``chunk_elements`` vector elements
+    at a time to bound memory."""
+    chunk = max(1, chunk_elements // max(1, scorer.items.shape[1]))
+    pieces = [scorer.exact(query_index[start:start + chunk], item_index[start:start + chunk])
+              for start in range(0, len(query_index), chunk)]
+    return (torch.cat(pieces) if pieces
+            else torch.empty(0, dtype=torch.float64, device=query_index.device))
 
 
 def product_block(query_side, item_side, buffer=None):
