@@ -50,15 +50,13 @@ class RAdam(torch.optim.Optimizer):
     def _tensors_by_device_and_step(self, group):
         """``{(device, steps taken): (params, grads, exp_avgs, exp_avg_sqs, steps)}`` of the
         parameters with a gradient; parameters skipped before lag in steps."""
+        with_grad = [parameter for parameter in group["params"] if parameter.grad is not None]
+        if any(parameter.grad.is_sparse for parameter in with_grad):
+            raise RuntimeError("RAdam does not support sparse gradients")
+        states = [self._state_of(parameter) for parameter in with_grad]
         grouped = {}
-        for parameter in group["params"]:
-            if parameter.grad is None:
-                continue
-            if parameter.grad.is_sparse:
-                raise RuntimeError("RAdam does not support sparse gradients")
-            state = self._state_of(parameter)
-            key = (parameter.device, int(state["step"].item()))
-            lists = grouped.setdefault(key, ([], [], [], [], []))
+        for parameter, state, taken in zip(with_grad, states, _step_counts([state["step"] for state in states])):
+            lists = grouped.setdefault((parameter.device, taken), ([], [], [], [], []))
             for target, tensor in zip(lists, (parameter, parameter.grad, state["exp_avg"], state["exp_avg_sq"],
                                               state["step"])):
                 target.append(tensor)
@@ -76,14 +74,27 @@ class RAdam(torch.optim.Optimizer):
         return state
 
 
+def _step_counts(steps):
+    """The step tensors as ints, read with one transfer per device instead of one per
+    tensor (each ``.item()`` of a CUDA tensor waits for the GPU)."""
+    counts = [0] * len(steps)
+    positions_on = {}
+    for position, step in enumerate(steps):
+        positions_on.setdefault(step.device, []).append(position)
+    for positions in positions_on.values():
+        for position, count in zip(positions, torch.stack([steps[position] for position in positions]).tolist()):
+            counts[position] = int(count)
+    return counts
+
+
 def rectification(step, beta2):
-    """``(rho_t, r_t)`` of the authors' RAdam at ``step`` (r_t is None below the threshold)."""
+    """The rectification r_t of the authors' RAdam at ``step``, None while rho_t <= 5."""
     rho_inf = 2 / (1 - beta2) - 1
     beta2_t = beta2 ** step
     rho_t = rho_inf - 2 * step * beta2_t / (1 - beta2_t)
     if rho_t <= RECTIFICATION_THRESHOLD:
-        return rho_t, None
-    return rho_t, math.sqrt((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t))
+        return None
+    return math.sqrt((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t))
 
 
 def _update(tensors, step, group, fused):
@@ -91,7 +102,7 @@ def _update(tensors, step, group, fused):
     params, grads, exp_avgs, exp_avg_sqs, steps = tensors
     beta1, beta2 = group["betas"]
     lr, weight_decay = group["lr"], group["weight_decay"]
-    _, rect = rectification(step, beta2)
+    rect = rectification(step, beta2)
     if rect is None:
         _momentum_step(tensors, step, beta1, beta2, lr, weight_decay)
         return
