@@ -15,7 +15,7 @@ unstable argsort breaks ties arbitrarily).
 """
 import torch
 
-from evaluation.neighbours import nearest_neighbours
+from evaluation.neighbours import k_smallest_per_row, nearest_neighbours
 from evaluation.scores import SquaredEuclidean, exact_scores
 
 # Queries whose graphs are built together (bounds the (chunk, k1, k1/2) tables).
@@ -169,14 +169,5 @@ def _nearest_beyond_table(rows, beyond_row, beyond_item, scores, size, num_items
     stride = num_items + 1
     pairs = torch.unique(beyond_row * stride + beyond_item)  # sorted by row, then item
     row, item = pairs // stride, pairs % stride
-    distances = exact_scores(scores, rows[row], item)
-    order = torch.sort(distances, stable=True).indices
-    order = order[torch.sort(row[order], stable=True).indices]
-    row, item = row[order], item[order]
-    rank = torch.arange(len(row), device=row.device) - torch.searchsorted(row, row)
-    keep = rank < size
-    ids = torch.zeros(len(rows), size, dtype=torch.int64, device=rows.device)
-    valid = torch.zeros(len(rows), size, dtype=torch.bool, device=rows.device)
-    ids[row[keep], rank[keep]] = item[keep]
-    valid[row[keep], rank[keep]] = True
+    ids, _, valid = k_smallest_per_row(row, item, exact_scores(scores, rows[row], item), len(rows), size)
     return ids, valid

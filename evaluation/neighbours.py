@@ -76,19 +76,29 @@ def _block_neighbours(scorer, rows, k, exclude, buffer, self_first):
     exact = exact_scores(scorer, rows[row], column)
     if self_first:
         exact[rows[row] == column] = -INF
-    # Stable sorts by index, then score, then row: each row in (score, index) order.
-    order = torch.sort(column, stable=True).indices
-    order = order[torch.sort(exact[order], stable=True).indices]
-    order = order[torch.sort(row[order], stable=True).indices]
-    row, column, exact = row[order], column[order], exact[order]
-    row_starts = torch.searchsorted(row, local)
-    rank = torch.arange(len(row), device=row.device) - row_starts[row]
-    keep = rank < k
-    indices = torch.empty(len(rows), k, dtype=torch.int64, device=rows.device)
-    scores = torch.empty(len(rows), k, dtype=torch.float64, device=rows.device)
-    indices[row[keep], rank[keep]] = column[keep]
-    scores[row[keep], rank[keep]] = exact[keep]
+    indices, scores, _ = k_smallest_per_row(row, column, exact, len(rows), k)
     return indices, scores
+
+
+def k_smallest_per_row(row, column, scores, num_rows, k):
+    """``(columns, scores, filled)``, each ``(num_rows, k)``: per row, its ``k`` pairs of
+    ``(row, column, score)`` with the smallest (score, column), in that order.
+
+    ``filled`` is False where a row has fewer than k pairs (column 0, score inf there).
+    """
+    # Stable sorts by column, then score, then row: each row in (score, column) order.
+    order = torch.sort(column, stable=True).indices
+    order = order[torch.sort(scores[order], stable=True).indices]
+    order = order[torch.sort(row[order], stable=True).indices]
+    row, column, scores = row[order], column[order], scores[order]
+    rank = torch.arange(len(row), device=row.device) - torch.searchsorted(row, row)
+    keep = rank < k
+    row, rank = row[keep], rank[keep]
+    columns = torch.zeros(num_rows, k, dtype=torch.int64, device=row.device)
+    smallest = torch.full((num_rows, k), INF, dtype=torch.float64, device=row.device)
+    filled = torch.zeros(num_rows, k, dtype=torch.bool, device=row.device)
+    columns[row, rank], smallest[row, rank], filled[row, rank] = column[keep], scores[keep], True
+    return columns, smallest, filled
 
 
 def _window_pairs(block, k, error_bounds):
