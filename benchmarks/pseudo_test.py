@@ -157,6 +157,8 @@ def main():
     parser.add_argument("--repeats", type=int, default=3, help="children per method and size; the median is shown")
     parser.add_argument("--device", default="cpu", help="where ours runs (the authors' sampler is CPU-only)")
     args = parser.parse_args()
+    if args.repeats < 1 or args.threads < 1:
+        parser.error(f"--repeats {args.repeats} --threads {args.threads}: both must be at least 1.")
     print(f"{args.threads} torch threads, ours on {args.device}; graphs of {GRAPH_SIZE}, k1 = {K1}, "
           f"{DIM}-d; memory = peak resident growth (VmHWM) during the call; median of {args.repeats} "
           "repeat(s), range of the totals")
