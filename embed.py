@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from utils.errors import UserInputError
-from utils.run_dir import setup_console_logging
+from utils.console import setup_console_logging
 
 logger = logging.getLogger("embed")
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from embed import add_model_arguments
 from utils.errors import UserInputError
-from utils.run_dir import setup_console_logging
+from utils.console import setup_console_logging
 
 logger = logging.getLogger("retrieve")
 

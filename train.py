@@ -15,16 +15,17 @@ from pathlib import Path
 
 import yaml
 
-from utils.checkpoint import resolve_resume_path
-from utils.config import load_config
+from run_folder.checkpoint import resolve_resume_path
+from schema import load_config
 from utils.devices import resolve_device
 from utils.distributed import Distributed
 from utils.errors import UserInputError
 from utils.io import atomic_write_text
 from utils.precision import AS_THE_AUTHORS, resolve_is_apex
-from utils.provenance import environment_record, write_environment
-from utils.resume import RESUME_SAFE_KEYS, describe, differences, recorded_config
-from utils.run_dir import attach_log_file, detach_log_file, make_run_dir, setup_console_logging
+from run_folder.provenance import environment_record, write_environment
+from run_folder.resume import RESUME_SAFE_KEYS, describe, differences, recorded_config
+from run_folder.run_dir import attach_log_file, detach_log_file, make_run_dir
+from utils.console import setup_console_logging
 from utils.threads import apply_threads, choose_threads, log_threads
 
 logger = logging.getLogger("train")
@@ -107,7 +108,7 @@ def load_run_config(args):
     """The config of a new run, or of the run that ``--resume`` continues, with the flags applied.
 
     Returns ``(config, resume_path, changes)``; ``changes`` lists the keys a
-    resume may change that differ from the run's record (see utils.resume).
+    resume may change that differ from the run's record (see run_folder.resume).
     """
     if not args.resume:
         return load_config(args.config_path, config_overrides(args)), None, []
@@ -180,9 +181,9 @@ def main(argv=None):
     args = parse_args(argv)
     # Imported late so that `--help` and config errors answer without loading the models.
     from evaluation.clustering import nmi_backend
-    from experiment import build_setup, run_pseudo_test, run_test, run_train, write_resolved_config
-    from hyper_search import check_search_space, run_hyper_search
-    from trainer import TrainingDiverged
+    from engine.experiment import build_setup, run_pseudo_test, run_test, run_train, write_resolved_config
+    from engine.hyper_search import check_search_space, run_hyper_search
+    from engine.trainer import TrainingDiverged
     from utils.signals import RunInterrupted, StopRequest
 
     log_file = distributed = run_dir = None

@@ -42,8 +42,8 @@ from tools.results import grouped_table
 from tools.run_folders import read_run
 from utils.errors import UserInputError
 from utils.io import atomic_write_text
-from utils.plots import plot_bars
-from utils.run_dir import setup_console_logging
+from run_folder.plots import plot_bars
+from utils.console import setup_console_logging
 
 logger = logging.getLogger("benchmarks.ablation")
 

@@ -52,7 +52,7 @@ def random_embeddings(num_items, seed=0):
 
 def cub_mpn():
     from net import build_mpn
-    from utils.config import load_config
+    from schema import load_config
     gnn_params = load_config("config/config_cub_test_pseudo.yaml")["models"]["gnn_params"]
     torch.manual_seed(0)
     return build_mpn(gnn_params, DIM).eval()

@@ -28,10 +28,10 @@ import time
 
 import torch
 
-from components import build_models
-from trainer import Trainer
-from utils.config import load_config
-from utils.losses import IntraBatchLoss
+from engine.components import build_models
+from engine.trainer import Trainer
+from schema import load_config
+from losses.intra_batch import IntraBatchLoss
 from utils.precision import build_precision, initialize_apex
 
 VIT_S16 = "timm:vit_small_patch16_224"

@@ -19,7 +19,7 @@ from pathlib import Path
 from inference.evaluation_pictures import draw_evaluation_pictures, evaluated_sets
 from utils.errors import UserInputError
 from utils.io import atomic_write
-from utils.tensorboard_log import TensorBoardLog, check_tensorboard
+from run_folder.tensorboard_log import TensorBoardLog, check_tensorboard
 
 logger = logging.getLogger(__name__)
 

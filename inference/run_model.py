@@ -16,7 +16,7 @@ from dataset import build_transform
 from dataset.build import validation_cut
 from evaluation.neighbours import distance_name
 from net import build_backbone, load_weights
-from utils.config import load_config
+from schema import load_config
 from utils.errors import UserInputError
 
 logger = logging.getLogger(__name__)

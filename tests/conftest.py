@@ -152,7 +152,7 @@ def run_torchrun(args, cwd, nproc):
 @contextlib.contextmanager
 def interrupted_after_first_epoch(monkeypatch):
     """Inside: a training run gets a SIGINT (KeyboardInterrupt) right after epoch 1 is saved."""
-    from trainer import Trainer
+    from engine.trainer import Trainer
     original = Trainer.end_of_epoch
 
     def stop_after_first_epoch(self, epoch, *args):

@@ -170,7 +170,7 @@ def test_weights_file_not_a_checkpoint(tmp_path, caplog, user_tree):
 
 def test_weights_of_another_architecture_name_the_first_mismatching_key(tmp_path, caplog, user_tree):
     from net import build_backbone
-    from utils.config import load_config
+    from schema import load_config
     other = load_config(write_config(tmp_path, user_tree))["models"]["encoder_params"]
     other.update(net_type="resnet34")
     weights = tmp_path / "resnet34.pth"

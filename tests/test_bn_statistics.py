@@ -2,10 +2,10 @@
 import torch
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from components import build_models
-from trainer import Trainer
-from utils.config import load_config
-from utils.losses import IntraBatchLoss
+from engine.components import build_models
+from engine.trainer import Trainer
+from schema import load_config
+from losses.intra_batch import IntraBatchLoss
 from utils.precision import Precision
 
 CUB_CONFIG = "config/config_cub_train.yaml"

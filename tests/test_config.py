@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from utils.config import SCHEMA, iter_options, load_config
+from schema import SCHEMA, iter_options, load_config
 from utils.errors import UserInputError
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "config"

@@ -14,7 +14,7 @@ from evaluation.recall import inshop_recall_at_k, recall_at_k
 from evaluation.scores import NegativeCosine, SquaredEuclidean
 from tests.conftest import (evaluate_best_weights_in_test_mode, interrupted_after_first_epoch,
                             run_torchrun)
-from utils.checkpoint import load_checkpoint
+from run_folder.checkpoint import load_checkpoint
 
 pytestmark = [pytest.mark.slow, pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")]

@@ -60,7 +60,7 @@ def test_sync_bn_on_the_cpu_is_refused_with_one_sentence(tmp_path, write_tiny_co
 
 def test_test_mode_under_two_processes_equals_one_process(tmp_path, write_tiny_config):
     from net import build_backbone
-    from utils.config import load_config
+    from schema import load_config
     config_path = write_tiny_config()
     encoder = load_config(config_path)["models"]["encoder_params"]
     torch.manual_seed(0)

@@ -179,12 +179,12 @@ def test_in_shop_extra_metrics_score_queries_against_gallery(model):
 
 
 def test_extra_metric_names_are_those_the_config_accepts():
-    from utils.config import EXTRA_METRICS as CONFIG_NAMES
+    from schema.options import EXTRA_METRICS as CONFIG_NAMES
     assert tuple(EXTRA_METRICS) == CONFIG_NAMES
 @pytest.mark.parametrize("config_file, expected", [("config/config_cub_train.yaml", "sklearn"),
                                                    ("config/config_cars_test.yaml", "sklearn")])
 def test_paper_configs_score_nmi_with_the_authors_sklearn_kmeans(config_file, expected):
-    from components import build_evaluators
-    from utils.config import load_config
+    from engine.components import build_evaluators
+    from schema import load_config
     evaluators = build_evaluators(load_config(config_file), torch.device("cpu"))
     assert evaluators["test"].kmeans_backend == expected

@@ -18,8 +18,8 @@ import yaml
 
 import train
 from tests.conftest import tiny_train_config, write_class_pattern_images
-from trainer import Trainer
-from utils.checkpoint import load_checkpoint
+from engine.trainer import Trainer
+from run_folder.checkpoint import load_checkpoint
 from utils.errors import UserInputError
 
 pytestmark = pytest.mark.slow
@@ -46,7 +46,7 @@ utils.io.os.replace = stalling_replace
 """
 
 SLOW_STEPS = """
-import trainer
+from engine import trainer
 real_step = trainer.Trainer.training_step
 def slow_step(self, *args):
     result = real_step(self, *args)

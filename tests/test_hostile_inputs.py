@@ -76,7 +76,7 @@ def config_with(tmp_path, text_edit):
 
 
 def test_a_key_given_twice_is_refused_naming_it_and_both_lines(tmp_path):
-    from utils.config import load_config
+    from schema import load_config
     from utils.errors import UserInputError
 
     def lr_twice(text):
@@ -92,7 +92,7 @@ def test_a_key_given_twice_is_refused_naming_it_and_both_lines(tmp_path):
 
 
 def test_a_section_given_twice_is_refused_naming_it(tmp_path):
-    from utils.config import load_config
+    from schema import load_config
     from utils.errors import UserInputError
     path = config_with(tmp_path, lambda text: text + "eval_params:\n  batch_size: 8\n")
     with pytest.raises(UserInputError, match="sets 'eval_params' twice"):
@@ -107,7 +107,7 @@ def test_a_section_given_twice_is_refused_naming_it(tmp_path):
 ])
 def test_float_keys_must_be_finite_and_in_range(tmp_path, key, value):
     from tests.conftest import tiny_train_config
-    from utils.config import load_config
+    from schema import load_config
     from utils.errors import UserInputError
     raw = tiny_train_config(tmp_path)
     *parents, leaf = key.split(".")
@@ -123,7 +123,7 @@ def test_float_keys_must_be_finite_and_in_range(tmp_path, key, value):
 
 def test_an_integer_key_given_a_fraction_quotes_what_was_written(tmp_path):
     from tests.conftest import tiny_train_config
-    from utils.config import load_config
+    from schema import load_config
     from utils.errors import UserInputError
     raw = tiny_train_config(tmp_path)
     raw["dataset"]["num_classes"] = 2.5
@@ -217,7 +217,7 @@ def test_hyper_search_checks_every_draw_before_the_first_trial(tmp_path, caplog)
 def test_sigint_in_hyper_search_says_which_trials_were_kept_and_exits_130(tmp_path, monkeypatch, caplog):
     import csv
 
-    from trainer import Trainer
+    from engine.trainer import Trainer
     real_step = Trainer.training_step
 
     def stop_in_trial_two(self, images, labels, epoch, step):
@@ -241,7 +241,7 @@ def test_bb_path_given_a_runs_last_pth_says_it_is_resumable_and_which_file_to_pa
     import torch
 
     from net.weights import read_state_dict
-    from utils.checkpoint import capture_rng_state, save_checkpoint
+    from run_folder.checkpoint import capture_rng_state, save_checkpoint
     from utils.errors import UserInputError
     run = tmp_path / "run"
     run.mkdir()
@@ -278,7 +278,7 @@ def test_atomic_write_can_refuse_to_replace(tmp_path):
 
 
 def test_resume_differences_ignore_keys_added_to_the_schema_later_at_their_default():
-    from utils.resume import differences
+    from run_folder.resume import differences
     recorded = {"train_params": {"lr": 0.1}}
     current = {"train_params": {"lr": 0.1, "eval_before_training": 0}}
     assert differences(recorded, current) == []

@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 
 from tests.reference import LOSS_TOL, RADAM_TOL, load
-from utils.losses import IntraBatchLoss, focal_loss, label_smoothed_cross_entropy
-from utils.optim import build_optimizer
+from losses.intra_batch import IntraBatchLoss, focal_loss, label_smoothed_cross_entropy
+from optim.param_groups import build_optimizer
 
 
 def cub_loss(**changes):
@@ -116,7 +116,7 @@ def test_radam_with_decoupled_weight_decay_matches_authors_radam():
     ("focalce_focalgnn", "focalce", "focalgnn"), ("lsce_lsgnn", "lsce", "lsgnn"),
 ])
 def test_fns_selects_terms_in_any_order(fns, backbone, mpn):
-    from utils.config import backbone_loss_term, mpn_loss_term
+    from schema.options import backbone_loss_term, mpn_loss_term
     assert (backbone_loss_term(fns), mpn_loss_term(fns)) == (backbone, mpn)
 
 
@@ -178,10 +178,10 @@ def test_radam_continues_from_a_torch_radam_state_and_back():
 
 
 def test_rectified_steps_go_through_the_fused_adamw_kernel_on_the_cpu(monkeypatch):
-    import utils.radam
+    import optim.radam
     calls = []
-    real_adam = utils.radam.adam
-    monkeypatch.setattr(utils.radam, "adam", lambda *args, **kwargs: calls.append(kwargs) or real_adam(*args, **kwargs))
+    real_adam = optim.radam.adam
+    monkeypatch.setattr(optim.radam, "adam", lambda *args, **kwargs: calls.append(kwargs) or real_adam(*args, **kwargs))
     parameters = _random_parameters(4)
     optimizer = build_optimizer(parameters, 0.01, 0.0)
     for _ in range(7):
@@ -190,5 +190,5 @@ def test_rectified_steps_go_through_the_fused_adamw_kernel_on_the_cpu(monkeypatc
         optimizer.step()
     # Steps 1-5 are unrectified (rho_t <= 5); 6 and 7 are Adam steps with lr * r_t.
     assert [call["fused"] for call in calls] == [True, True]
-    rect = utils.radam.rectification(6, 0.999)
+    rect = optim.radam.rectification(6, 0.999)
     assert calls[0]["lr"] == pytest.approx(0.01 * rect) and 0 < rect < 0.05

@@ -4,7 +4,7 @@ import yaml
 
 from dataset import build_dataset
 from dataset.build import mlrc_fold
-from utils.config import load_config
+from schema import load_config
 from utils.errors import UserInputError
 
 TINY = None  # no transform: the tests read labels and paths only
@@ -42,7 +42,7 @@ def test_train_and_val_datasets_split_the_training_classes_by_fold(dataset_image
 
 
 def test_folds_are_the_same_for_the_same_seed_and_do_not_depend_on_it(dataset_image_tree, tmp_path):
-    from components import build_data
+    from engine.components import build_data
     from tests.conftest import tiny_train_config
     root = dataset_image_tree([2] * 16)
 

@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 import train
-from utils.config import load_config
+from schema import load_config
 from utils.errors import UserInputError
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "config"

@@ -6,7 +6,7 @@ import matplotlib.image
 import pytest
 
 from tools import plot as plot_tool
-from utils.plots import legend_name, plot_run, schedule_events
+from run_folder.plots import legend_name, plot_run, schedule_events
 
 
 def rows_of(epochs, scale=1.0):
@@ -42,13 +42,13 @@ def test_schedule_events_mark_the_reloads_that_happened():
 @pytest.mark.parametrize("epochs", [[1], [0, 1], [0, 1, 2, 3]])
 def test_both_run_figures_share_the_epoch_axis_with_integer_ticks(tmp_path, monkeypatch, epochs):
     axes = []
-    import utils.plots
-    real_epoch_axis = utils.plots._epoch_axis
+    import run_folder.plots
+    real_epoch_axis = run_folder.plots._epoch_axis
 
     def recording_epoch_axis(axis, epoch_range):
         real_epoch_axis(axis, epoch_range)
         axes.append(axis)
-    monkeypatch.setattr(utils.plots, "_epoch_axis", recording_epoch_axis)
+    monkeypatch.setattr(run_folder.plots, "_epoch_axis", recording_epoch_axis)
     plot_run(tmp_path, rows_of(epochs), ["loss_Total", "loss_MPN0"], ["test_R@1", "test_NMI"], "cub\nrun",
              selection_column="test_R@1", best_epoch=1, events=[(1, "best weights reloaded, lr / 10")])
     losses, metrics = axes
@@ -85,9 +85,9 @@ def test_tools_plot_refuses_a_folder_without_metrics(tmp_path, caplog):
 
 
 def test_bar_numbers_sit_above_their_error_bars(tmp_path, monkeypatch):
-    import utils.plots
+    import run_folder.plots
     figures = []
-    monkeypatch.setattr(utils.plots, "_save", lambda figure, path: figures.append(figure))
-    utils.plots.plot_bars(["a", "b"], {"R@1": [(50.0, 4.0), (40.0, None)]}, tmp_path / "bars.png", "t")
+    monkeypatch.setattr(run_folder.plots, "_save", lambda figure, path: figures.append(figure))
+    run_folder.plots.plot_bars(["a", "b"], {"R@1": [(50.0, 4.0), (40.0, None)]}, tmp_path / "bars.png", "t")
     labels = {text.get_text(): text.xy for text in figures[0].axes[0].texts}
     assert labels == {"50.0": (0, 54.0), "40.0": (1, 40.0)}

@@ -4,8 +4,8 @@ import subprocess
 
 import torch
 
-from utils import provenance
-from utils.provenance import environment_record, git_state, write_environment
+from run_folder import provenance
+from run_folder.provenance import environment_record, git_state, write_environment
 
 EXPECTED_KEYS = {"command_line", "working_directory", "git_commit", "git_dirty", "python", "torch", "torchvision",
                  "numpy", "scikit-learn", "faiss", "cuda", "cudnn", "device", "device_name", "processes",

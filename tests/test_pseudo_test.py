@@ -11,12 +11,12 @@ import yaml
 from threadpoolctl import threadpool_limits
 
 import train
-from components import build_refinement_options
+from engine.components import build_refinement_options
 from evaluation.evaluator import Evaluator
 from evaluation.k_reciprocal import k_reciprocal_batches, k_reciprocal_batches_inshop
 from evaluation.refinement import RefinementOptions, all_against_all_graphs, query_gallery_graphs, refine_first_nodes
 from net import build_mpn
-from utils.config import SCHEMA, load_config
+from schema import SCHEMA, load_config
 from utils.errors import UserInputError
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "config"

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from utils.config import SCHEMA, iter_options
+from schema import SCHEMA, iter_options
 
 REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text()

@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from components import build_models
+from engine.components import build_models
 from net import build_mpn
-from utils.config import load_config
+from schema import load_config
 from utils.errors import UserInputError
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "config"
@@ -31,7 +31,7 @@ def test_heads_that_do_not_divide_the_mpn_width_are_refused():
 def test_a_large_embedding_warns_with_the_checkpoint_size(caplog):
     config = load_config(CONFIG_DIR / "config_cub_train.yaml",
                          {"models.encoder_params.red": 1, "models.encoder_params.imagenet_pretrained": 0})
-    with caplog.at_level(logging.WARNING, logger="components"):
+    with caplog.at_level(logging.WARNING, logger="engine.components"):
         build_models(config, 100, "cpu")
     (warning,) = [record.getMessage() for record in caplog.records]
     assert "embedding of resnet50 is 2048-d" in warning
@@ -40,6 +40,6 @@ def test_a_large_embedding_warns_with_the_checkpoint_size(caplog):
 
 def test_the_paper_embedding_gives_no_warning(caplog):
     config = load_config(CONFIG_DIR / "config_demo_train.yaml")
-    with caplog.at_level(logging.WARNING, logger="components"):
+    with caplog.at_level(logging.WARNING, logger="engine.components"):
         build_models(config, 5, "cpu")
     assert not caplog.records

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 import train
-import trainer
+from engine import trainer
 from net.weights import read_state_dict
 from tools import results
 from tools.run_folders import BROKEN, FINISHED, IN_PROGRESS, read_run

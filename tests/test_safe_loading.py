@@ -23,7 +23,7 @@ import yaml
 import train
 from net.weights import read_state_dict
 from tests.conftest import tiny_train_config
-from utils.checkpoint import format_1_numpy_globals, load_checkpoint
+from run_folder.checkpoint import format_1_numpy_globals, load_checkpoint
 from utils.errors import UserInputError
 from utils.safe_load import UnsafeFileError, load_torch_file, refused_name
 

@@ -11,10 +11,11 @@ import train
 from dataset.transforms import AUTHORS_STD, IMAGENET_MEAN, build_transform
 from net import backbone_input_config, build_backbone, build_mpn
 from tests.conftest import tiny_train_config
-from trainer import Trainer
-from utils.config import SCHEMA, load_config, validate
+from engine.trainer import Trainer
+from schema import SCHEMA, load_config
+from schema.checks import validate
 from utils.errors import UserInputError
-from utils.losses import IntraBatchLoss
+from losses.intra_batch import IntraBatchLoss
 from utils.precision import Precision
 
 NUM_CLASSES = 5
@@ -389,8 +390,8 @@ def test_worked_example_config_is_valid_and_names_a_timm_model_with_pretrained_w
 
 
 def test_timm_names_become_file_names_without_a_colon(tmp_path):
-    from trainer import best_weight_names
-    from utils.run_dir import make_run_dir
+    from engine.trainer import best_weight_names
+    from run_folder.run_dir import make_run_dir
     config = {"models": {"encoder_params": {"neck": 0, "net_type": "timm:vit_tiny_patch16_224.augreg_in21k"}},
               "dataset": {"dataset_short": "cub"}}
     assert best_weight_names(0.5, config) == ("0.5timm-vit_tiny_patch16_224.augreg_in21k_cub.pth",

@@ -9,8 +9,8 @@ import yaml
 import train
 from net.weights import read_state_dict
 from tests.conftest import evaluate_best_weights_in_test_mode, interrupted_after_first_epoch
-from trainer import Trainer
-from utils.checkpoint import load_checkpoint
+from engine.trainer import Trainer
+from run_folder.checkpoint import load_checkpoint
 from utils.signals import StopRequest
 
 pytestmark = pytest.mark.slow
@@ -180,7 +180,7 @@ def test_val_holds_out_training_classes_for_selection_and_tests_once(write_tiny_
 
 def test_hyper_search_runs_trials_and_writes_the_best_config(tmp_path):
     from tests.conftest import tiny_train_config, write_class_pattern_images
-    from utils.config import load_config
+    from schema import load_config
     # The authors' search space draws up to 15 classes x 9 images per batch.
     root = write_class_pattern_images(tmp_path / "data", 32, 10)
     raw = tiny_train_config(root, max_iters_per_epoch=1)

@@ -21,7 +21,7 @@ from inference.embedding_file import EmbeddedImages, load_embeddings, save_embed
 from inference.pictures import grid_size
 from net import build_backbone
 from tests.conftest import tiny_train_config, write_image
-from utils.config import config_to_yaml, load_config
+from schema import config_to_yaml, load_config
 from utils.errors import UserInputError
 
 TEST_CLASSES = ("class_04", "class_05", "class_06", "class_07")

@@ -17,9 +17,9 @@ from pathlib import Path
 import yaml
 
 from utils.errors import UserInputError
-from utils.history import is_metric_column
-from utils.plots import plot_runs
-from utils.run_dir import setup_console_logging
+from run_folder.history import is_metric_column
+from run_folder.plots import plot_runs
+from utils.console import setup_console_logging
 
 logger = logging.getLogger("tools.plot")
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from tools.run_folders import FINISHED, looks_like_run, read_run
 from utils.errors import UserInputError
 from utils.io import atomic_write_text
-from utils.run_dir import setup_console_logging
+from utils.console import setup_console_logging
 
 logger = logging.getLogger("tools.results")
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from utils.history import is_metric_column
+from run_folder.history import is_metric_column
 
 RUN_FILES = ("config.yaml", "train.log", "metrics.csv", "summary.json")
 FINISHED, IN_PROGRESS, STOPPED, BROKEN = "finished", "in progress", "stopped", "broken"

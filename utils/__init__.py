@@ -1,1 +1,1 @@
-"""Shared helpers of the training script: errors, config, losses, I/O."""
+"""Generic infrastructure any project could use: errors, I/O, safe loading, signals, threads, devices, processes, precision."""

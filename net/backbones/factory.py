@@ -16,7 +16,7 @@ from net.backbones.imagenet import load_imagenet_trunk
 from net.backbones.timm_backbone import build_timm_backbone, input_config
 from net.backbones.timm_weights import trunk_from_hub, trunk_from_local_file
 from net.weights import load_weights
-from utils.config import TIMM_PREFIX
+from schema.options import TIMM_PREFIX
 from utils.errors import UserInputError
 
 PRETRAINED_PATH_KEY = "--bb_path / models.encoder_params.pretrained_path"

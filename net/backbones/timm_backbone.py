@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from net.heads import classify, make_classifier, make_neck
-from utils.config import TIMM_PREFIX
+from schema.options import TIMM_PREFIX
 from utils.errors import UserInputError
 
 GEM_POWER = 3.0

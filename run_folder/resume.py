@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from utils.config import iter_options
+from schema import iter_options
 
 RECORD_NAME = ".config_recorded.yaml"
 RESUME_SAFE_KEYS = (

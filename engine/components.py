@@ -1,6 +1,6 @@
 """Config to objects: datasets, loaders, models and evaluators of one run.
 
-Everything here receives the validated config of ``utils.config`` and hands
+Everything here receives the validated config of ``schema.options`` and hands
 plain, checked values to the builders of ``dataset``, ``net`` and
 ``evaluation``; no other module reads the config to build things.
 """

@@ -14,7 +14,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from utils.history import is_metric_column  # noqa: E402
+from run_folder.history import is_metric_column  # noqa: E402
 from utils.io import atomic_write  # noqa: E402
 
 FIGURE_SIZE = (8, 4.5)

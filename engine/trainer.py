@@ -20,14 +20,14 @@ from tqdm import tqdm
 from evaluation import format_metrics
 from inference.after_evaluation import AfterEvaluation
 from net.weights import load_weights
-from utils.checkpoint import (CHECKPOINT_NAME, FORMAT_1_BEST_WEIGHTS, capture_rng_state, restore_rng_state,
+from run_folder.checkpoint import (CHECKPOINT_NAME, FORMAT_1_BEST_WEIGHTS, capture_rng_state, restore_rng_state,
                               save_checkpoint)
 from utils.errors import UserInputError
-from utils.history import History, is_metric_column
+from run_folder.history import History, is_metric_column
 from utils.io import atomic_torch_save, atomic_write_text, write_together
-from utils.optim import build_optimizer, build_param_groups
-from utils.plots import legend_name, plot_run, schedule_events
-from utils.run_dir import name_for_files
+from optim.param_groups import build_optimizer, build_param_groups
+from run_folder.plots import legend_name, plot_run, schedule_events
+from run_folder.run_dir import name_for_files
 from utils.signals import RunInterrupted
 
 logger = logging.getLogger(__name__)
@@ -329,7 +329,7 @@ class Trainer:
                 f"{100 * self.best.score:.2f} (epoch {self.best.epoch}) | {eta}")
 
     def plot(self):
-        """losses.png and metrics.png of the run so far (utils/plots.py)."""
+        """losses.png and metrics.png of the run so far (run_folder/plots.py)."""
         columns = self.history.columns()
         encoder = self.config["models"]["encoder_params"]
         title = (f"{self.config['dataset']['dataset_short']}, {self.selection_split} classes, "

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from utils.config import backbone_loss_term, mpn_loss_term
+from schema.options import backbone_loss_term, mpn_loss_term
 
 LABEL_SMOOTHING = 0.1
 # The authors' FocalLoss (utils/losses.py of their repository) defaults to gamma 7.

@@ -1,10 +1,10 @@
 """The optimiser of SPEC 6, and the parameter groups of the per-part learning rates."""
-from utils.radam import RAdam
+from optim.radam import RAdam
 
 
 def build_optimizer(parameters, lr, weight_decay):
     """RAdam, betas (0.9, 0.999), eps 1e-8, decoupled weight decay: the authors' RAdam.py,
-    which shrinks every parameter by lr * wd before the update (``utils.radam``, checked
+    which shrinks every parameter by lr * wd before the update (``optim.radam``, checked
     against their steps in ``radam.pt``). ``parameters`` may be groups from
     ``build_param_groups``, whose ``lr`` already carries their ``lr_scale``.
     """

@@ -14,10 +14,10 @@ import random
 
 from dataset.build import build_dataset
 from dataset.sampler import check_batch_fits
-from experiment import build_setup, run_train, write_resolved_config
-from utils.config import config_to_yaml
+from engine.experiment import build_setup, run_train, write_resolved_config
+from schema import config_to_yaml
 from utils.errors import UserInputError
-from utils.history import History
+from run_folder.history import History
 from utils.io import atomic_write_text
 from utils.signals import RunInterrupted
 

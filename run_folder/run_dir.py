@@ -9,9 +9,9 @@ import os
 import time
 from pathlib import Path
 
+from utils.console import LOG_FORMAT
 from utils.errors import UserInputError
 
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 def name_for_files(text):
@@ -53,15 +53,3 @@ def attach_log_file(run_dir):
 def detach_log_file(handler):
     logging.getLogger().removeHandler(handler)
     handler.close()
-
-
-def setup_console_logging(level=logging.INFO):
-    root = logging.getLogger()
-    root.setLevel(level)
-    if not any(isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler)
-               for handler in root.handlers):
-        console = logging.StreamHandler()
-        console.setFormatter(logging.Formatter(LOG_FORMAT))
-        root.addHandler(console)
-    # faiss announces at INFO every CPU variant it tries to load.
-    logging.getLogger("faiss").setLevel(logging.WARNING)

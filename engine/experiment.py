@@ -12,17 +12,17 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from components import (Data, build_data, build_evaluators, build_models, build_refinement_options,
+from engine.components import (Data, build_data, build_evaluators, build_models, build_refinement_options,
                         ensure_dataset_present)
 from evaluation import format_metrics
 from inference.after_evaluation import check_logging_options, draw_test_pictures
-from trainer import Trainer
-from utils.checkpoint import load_checkpoint
-from utils.config import config_to_yaml
+from engine.trainer import Trainer
+from run_folder.checkpoint import load_checkpoint
+from schema import config_to_yaml
 from utils.io import atomic_write_text
-from utils.losses import IntraBatchLoss
+from losses.intra_batch import IntraBatchLoss
 from utils.precision import Precision, build_precision, initialize_apex
-from utils.resume import RECORD_NAME
+from run_folder.resume import RECORD_NAME
 from utils.signals import RunInterrupted
 
 logger = logging.getLogger(__name__)
