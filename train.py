@@ -6,7 +6,6 @@ The config is validated once, up front; a problem the user can fix stops
 the run with one sentence and exit code 2 before any long work starts.
 """
 import argparse
-import json
 import logging
 import os
 import sys
@@ -20,8 +19,8 @@ from schema import load_config
 from utils.devices import resolve_device
 from utils.distributed import Distributed
 from utils.errors import UserInputError
-from utils.io import atomic_write_text
 from utils.precision import AS_THE_AUTHORS, resolve_is_apex
+from run_folder.layout import CONFIG_NAME, SUMMARY_NAME, write_resolved_config, write_summary
 from run_folder.provenance import environment_record, write_environment
 from run_folder.resume import RESUME_SAFE_KEYS, describe, differences, recorded_config
 from run_folder.run_dir import attach_log_file, detach_log_file, make_run_dir
@@ -114,11 +113,11 @@ def load_run_config(args):
         return load_config(args.config_path, config_overrides(args)), None, []
     resume_path = resolve_resume_path(args.resume)
     run_dir = resume_path.parent
-    config_path = run_dir / "config.yaml"
+    config_path = run_dir / CONFIG_NAME
     if not config_path.is_file():
-        raise UserInputError(f"--resume {args.resume}: the run folder {run_dir} has no config.yaml, which "
+        raise UserInputError(f"--resume {args.resume}: the run folder {run_dir} has no {CONFIG_NAME}, which "
                              "records the run to continue (--config_path is not used with --resume); put "
-                             "the run's config.yaml back, or start a new run.")
+                             f"the run's {CONFIG_NAME} back, or start a new run.")
     config = load_config(config_path, config_overrides(args))
     if config["mode"] != "train":
         raise UserInputError(f"--resume {args.resume}: that run has mode '{config['mode']}', and only training "
@@ -168,10 +167,9 @@ def report_failure(error, run_dir, is_main):
         time.sleep(OTHER_RANKS_EXIT_DELAY_S)
         return
     logger.error("%s", error)
-    if run_dir is not None and not (Path(run_dir) / "summary.json").exists():
+    if run_dir is not None and not (Path(run_dir) / SUMMARY_NAME).exists():
         try:
-            atomic_write_text(Path(run_dir) / "summary.json",
-                              json.dumps({"status": "failed", "error": str(error)}, indent=2))
+            write_summary(run_dir, {"status": "failed", "error": str(error)})
         except UserInputError:
             pass  # the disk that failed the run may not take this file either; the log has the sentence
 
@@ -181,7 +179,8 @@ def main(argv=None):
     args = parse_args(argv)
     # Imported late so that `--help` and config errors answer without loading the models.
     from evaluation.clustering import nmi_backend
-    from engine.experiment import build_setup, run_pseudo_test, run_test, run_train, write_resolved_config
+    from engine.build import build_setup, run_train
+    from engine.test_modes import run_pseudo_test, run_test
     from engine.hyper_search import check_search_space, run_hyper_search
     from engine.trainer import TrainingDiverged
     from utils.signals import RunInterrupted, StopRequest
@@ -210,7 +209,7 @@ def main(argv=None):
                 write_resolved_config(config, run_dir)
             if resume_changes:
                 logger.info("Resuming with %s (changes a resume allows), recorded in %s",
-                            describe(resume_changes), run_dir / "config.yaml")
+                            describe(resume_changes), run_dir / CONFIG_NAME)
             write_environment(run_dir, environment_record(
                 command_line(argv), REPO_ROOT, device, threads.threads, nmi_backend(),
                 distributed.world_size if distributed else 1))

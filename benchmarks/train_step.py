@@ -28,10 +28,11 @@ import time
 
 import torch
 
-from engine.components import build_models
-from engine.trainer import Trainer
-from schema import load_config
+from engine.build import build_optimizer_for
+from engine.trainer import LoopOptions, Trainer
 from losses.intra_batch import IntraBatchLoss
+from recipe import RunRecipe
+from schema import load_config
 from utils.precision import build_precision, initialize_apex
 
 VIT_S16 = "timm:vit_small_patch16_224"
@@ -52,11 +53,11 @@ def build_trainer(config, device, is_apex, channels_last, run_dir):
     config["models"]["gnn_params"]["pretrained_path"] = "no"
     config["train_params"]["is_apex"] = is_apex
     precision = build_precision(is_apex, device, device_was_requested=True)
-    backbone, mpn = build_models(config, config["dataset"]["num_classes"], device)
-    trainer = Trainer(config, run_dir, device, precision, backbone, mpn, data=None, evaluators={},
-                      loss_fn=IntraBatchLoss.from_config(config))
-    (trainer.backbone, trainer.mpn), trainer.optimizer = initialize_apex(
-        precision, [trainer.backbone, trainer.mpn], trainer.optimizer)
+    backbone, mpn = RunRecipe(config).build_models(device)
+    (backbone, mpn), optimizer = initialize_apex(precision, [backbone, mpn],
+                                                 build_optimizer_for(config, backbone, mpn))
+    trainer = Trainer(backbone, mpn, optimizer, IntraBatchLoss.from_config(config), precision, device,
+                      LoopOptions.from_config(config), run_dir)
     trainer.backbone.train()
     trainer.mpn.train()
     return trainer, precision.name

@@ -77,7 +77,7 @@ def check_split(dataset_short, split, holds_out):
 def read_split(dataset_short, root, split, num_classes):
     if dataset_short == "in_shop":
         paths, labels = read_inshop_split(root, split)
-        if split == "train" and len(set(labels)) > num_classes:
+        if split == "train" and len(set(labels)) != num_classes:
             raise UserInputError(
                 f"The In-Shop training split of {root} has {len(set(labels))} items but "
                 f"dataset.num_classes is {num_classes}; set dataset.num_classes to "

@@ -1,29 +1,18 @@
-"""Config to objects: datasets, loaders, models and evaluators of one run.
-
-Everything here receives the validated config of ``schema.options`` and hands
-plain, checked values to the builders of ``dataset``, ``net`` and
-``evaluation``; no other module reads the config to build things.
-"""
-import copy
+"""A run's loaders and evaluators, from its ``RunRecipe`` (the datasets, transforms and models come from there)."""
 import logging
 from dataclasses import dataclass, field
 
 import torch
 
-from dataset import (ClassBalancedSampler, build_dataset, build_eval_loader, build_train_loader,
-                     build_transform, ensure_demo_dataset)
+from dataset import ClassBalancedSampler, build_eval_loader, build_train_loader, ensure_demo_dataset
 from evaluation import Evaluator, resolve_kmeans_backend
 from evaluation.refinement import RefinementOptions
-from net import backbone_input_config, build_backbone, build_mpn, load_weights
+from utils.errors import UserInputError
 
 logger = logging.getLogger(__name__)
 
 # Held-out training classes are scored like CUB: Recall@1,2,4,8 and NMI.
 VALIDATION_METRIC_SET = "cub"
-# The paper's embeddings are 512-d; the MPN grows with the square of the size.
-LARGE_EMBEDDING_DIM = 1024
-# last.pth holds the weights and RAdam's two moment estimates of every parameter.
-CHECKPOINT_COPIES_OF_PARAMETERS = 3
 
 
 @dataclass
@@ -31,7 +20,6 @@ class Data:
     """The loaders of one run and the per-epoch reseeding they need."""
 
     batch_size: int
-    num_train_classes: int
     eval_loaders: dict
     train_loader: torch.utils.data.DataLoader = None
     sampler: ClassBalancedSampler = None
@@ -55,42 +43,35 @@ def ensure_dataset_present(config):
         ensure_demo_dataset(config["dataset"]["dataset_path"])
 
 
-def build_data(config, mode, rank=0, world_size=1, pin_memory=False):
-    """Datasets and loaders for ``mode`` ('train' or 'test'); errors name the bad key or path."""
+def build_data(recipe, mode, rank=0, world_size=1, pin_memory=False):
+    """Datasets and loaders of ``recipe`` for ``mode`` ('train' or 'test'); errors name the bad key or path."""
+    config = recipe.config
     dataset_cfg, train_params = config["dataset"], config["train_params"]
-    net_type = config["models"]["encoder_params"]["net_type"]
-    name, root = dataset_cfg["dataset_short"], dataset_cfg["dataset_path"]
-    # timm models: mean, std and interpolation of their pretrained config; ours: the authors'.
-    sizes = dict(crop_size=dataset_cfg["crop_size"], resize_size=dataset_cfg["resize_size"],
-                 **backbone_input_config(net_type))
-    eval_transform = build_transform(dataset_cfg["trans"], False, net_type, **sizes)
-    holds_out = bool(dataset_cfg["val"]) and mode == "train"
-    mlrc = dataset_cfg["val_protocol"] == "mlrc"
-    val_fraction = dataset_cfg["val_fraction"] if holds_out and not mlrc else 0.0
-    val_fold = dataset_cfg["val_fold"] if holds_out and mlrc else None
-    common = dict(num_classes=dataset_cfg["num_classes"], val_fraction=val_fraction, val_fold=val_fold,
-                  skip_broken_images=bool(dataset_cfg["skip_broken_images"]))
+    eval_transform = recipe.input.evaluation()
+    holds_out = recipe.holds_out_classes and mode == "train"
     eval_batch, workers = config["eval_params"]["batch_size"], dataset_cfg["nb_workers"]
 
     def eval_loader(split):
-        split_set = build_dataset(name, root, split, transform=eval_transform, **common)
+        split_set = recipe.dataset(split, eval_transform)
         # Several processes: each embeds its shard; the evaluator gathers them in index order.
         shard = None if world_size == 1 else torch.utils.data.DistributedSampler(
             split_set, num_replicas=world_size, rank=rank, shuffle=False)
         return build_eval_loader(split_set, eval_batch, workers, pin_memory=pin_memory, sampler=shard)
 
-    if name == "in_shop":
+    if recipe.dataset_name == "in_shop":
         eval_loaders = {"test": {"query_loader": eval_loader("query"), "gallery_loader": eval_loader("gallery")}}
     else:
         eval_loaders = {"test": {"loader": eval_loader("test")}}
     if holds_out:
         eval_loaders["val"] = {"loader": eval_loader("val")}
     if mode != "train":
-        return Data(batch_size=0, num_train_classes=dataset_cfg["num_classes"], eval_loaders=eval_loaders)
+        return Data(batch_size=0, eval_loaders=eval_loaders)
 
-    train_transform = build_transform(dataset_cfg["trans"], True, net_type, crop_scale=dataset_cfg["crop_scale"],
-                                      fill=dataset_cfg["erasing_fill"], **sizes)
-    train_set = build_dataset(name, root, "train", transform=train_transform, **common)
+    train_set = recipe.dataset("train", recipe.input.training())
+    if train_set.num_classes != recipe.trained_classes:
+        raise UserInputError(f"The training split of {dataset_cfg['dataset_path']} has {train_set.num_classes} "
+                             f"classes with images but the config trains heads for {recipe.trained_classes}; "
+                             "set dataset.num_classes to the number of training classes.")
     num_classes_iter, num_elements_class = train_params["num_classes_iter"], train_params["num_elements_class"]
     seed = train_params["seed"]
     sampler = ClassBalancedSampler(
@@ -99,38 +80,8 @@ def build_data(config, mode, rank=0, world_size=1, pin_memory=False):
         seed=seed, rank=rank, world_size=world_size)
     batch_size = num_classes_iter * num_elements_class
     train_loader = build_train_loader(train_set, sampler, batch_size, workers, pin_memory=pin_memory, seed=seed)
-    return Data(batch_size=batch_size, num_train_classes=train_set.num_classes, eval_loaders=eval_loaders,
-                train_loader=train_loader, sampler=sampler, seed=seed, generator=train_loader.generator)
-
-
-def build_models(config, num_classes, device):
-    """Backbone and MPN with ``num_classes`` outputs, weights loaded as the config says."""
-    backbone, embed_dim = build_backbone(config["models"]["encoder_params"], num_classes,
-                                         crop_size=config["dataset"]["crop_size"])
-    gnn_params = copy.deepcopy(config["models"]["gnn_params"])
-    gnn_params["classifier"]["num_classes"] = num_classes
-    mpn = build_mpn(gnn_params, embed_dim)
-    warn_if_embedding_is_large(config["models"]["encoder_params"], embed_dim, (backbone, mpn))
-    if gnn_params["pretrained_path"] != "no":
-        load_weights(mpn, gnn_params["pretrained_path"], "--gnn_path / models.gnn_params.pretrained_path")
-    memory_format = torch.channels_last if config["models"]["encoder_params"]["channels_last"] else None
-    backbone = backbone.to(device, memory_format=memory_format) if memory_format else backbone.to(device)
-    return backbone, mpn.to(device)
-
-
-def warn_if_embedding_is_large(encoder_params, embed_dim, models):
-    """A legitimate but costly choice (e.g. ``red: 1`` on ResNet-50) is said with its consequence."""
-    if embed_dim <= LARGE_EMBEDDING_DIM:
-        return
-    backbone_bytes, mpn_bytes = (sum(parameter.numel() * parameter.element_size() for parameter in model.parameters())
-                                 for model in models)
-    net_type = encoder_params["net_type"]
-    key, paper_value = (("bn_inception.sz_embedding", 512) if net_type == "bn_inception" else ("red", 4))
-    logger.warning("The embedding of %s is %d-d (the paper's is 512-d), so the MPN grows with its square: "
-                   "last.pth will take about %.2f GB and the best weights %.2f GB (backbone) + %.2f GB (MPN); "
-                   "for the paper's size set models.encoder_params.%s to %d.",
-                   net_type, embed_dim, CHECKPOINT_COPIES_OF_PARAMETERS * (backbone_bytes + mpn_bytes) / 1e9,
-                   backbone_bytes / 1e9, mpn_bytes / 1e9, key, paper_value)
+    return Data(batch_size=batch_size, eval_loaders=eval_loaders, train_loader=train_loader, sampler=sampler,
+                seed=seed, generator=train_loader.generator)
 
 
 def build_evaluators(config, device, autocast_dtype=None, distributed=None, stop_request=None):

@@ -12,12 +12,13 @@ import copy
 import logging
 import random
 
-from dataset.build import build_dataset
 from dataset.sampler import check_batch_fits
-from engine.experiment import build_setup, run_train, write_resolved_config
-from schema import config_to_yaml
+from engine.build import build_setup, run_train
+from recipe import RunRecipe
+from schema import config_to_yaml, set_dotted
 from utils.errors import UserInputError
 from run_folder.history import History
+from run_folder.layout import write_resolved_config
 from utils.io import atomic_write_text
 from utils.signals import RunInterrupted
 
@@ -49,11 +50,7 @@ def check_search_space(config, source):
 
 def training_labels(config):
     """Labels of the split the trials train on (images are not opened)."""
-    dataset = config["dataset"]
-    val_fraction = dataset["val_fraction"] if dataset["val"] else 0.0
-    train_set = build_dataset(dataset["dataset_short"], dataset["dataset_path"], "train", dataset["num_classes"],
-                              transform=None, val_fraction=val_fraction)
-    return train_set.labels
+    return RunRecipe(config).dataset("train").labels
 
 
 def draw_trials(config):
@@ -79,18 +76,14 @@ def trial_config(config, draw):
     trial["mode"] = "train"
     trial["train_params"]["num_epochs"] = config["hyper_search"]["num_epochs"]
     for dotted_key, value in draw.items():
-        *parents, leaf = dotted_key.split(".")
-        node = trial
-        for name in parents:
-            node = node[name]
-        node[leaf] = value
+        set_dotted(trial, dotted_key, value)
     return trial
 
 
 def interrupted_in_trial(index, num_trials, run_dir, finished, error):
     kept = (f"{run_dir / 'trials.csv'} lists the {finished} finished trial(s) and "
             f"{run_dir / 'best_config.yaml'} is the best so far" if finished else "no trial had finished")
-    return RunInterrupted(f"Stopped in trial {index}/{num_trials} ({error}); {kept}.")
+    return RunInterrupted.at(f"in trial {index}/{num_trials} ({error})", kept)
 
 
 def run_hyper_search(config, run_dir, device, device_requested=False, stop_request=None):

@@ -7,7 +7,8 @@ import torch
 
 from evaluation.clustering import nmi, nmi_backend
 from evaluation.embeddings import extract_embeddings
-from evaluation.metric_sets import EXTRA_METRICS, format_metrics, metric_set
+from evaluation.metric_sets import format_metrics, metric_set
+from schema.options import EXTRA_METRIC_COLUMNS
 from evaluation.precision_at_r import inshop_retrieval_metrics, retrieval_metrics
 from evaluation.recall import DEFAULT_BLOCK_SIZE, inshop_recall_at_k, recall_at_k
 from evaluation.refinement import all_against_all_graphs, query_gallery_graphs, refine_first_nodes
@@ -41,7 +42,7 @@ class Evaluator:
     concatenated over all processes (indices a DistributedSampler duplicated
     to pad its shards are dropped afterwards), and ``share(compute)`` runs
     ``compute()`` on one process and returns its result on all of them.
-    ``extra_metrics`` (names of ``EXTRA_METRICS``) are reported after the
+    ``extra_metrics`` (names of ``EXTRA_METRIC_COLUMNS``) are reported after the
     dataset's own, in that order. ``should_stop()`` (asked after every
     embedding batch, the same number of times on every process) stops the
     evaluation with ``RunInterrupted``.
@@ -157,7 +158,7 @@ class Evaluator:
         if not self.extra_metrics:
             return {}
         values = compute(*test_set, block_size=self.block_size)
-        return {EXTRA_METRICS[name]: values[EXTRA_METRICS[name]] for name in self.extra_metrics}
+        return {EXTRA_METRIC_COLUMNS[name]: values[EXTRA_METRIC_COLUMNS[name]] for name in self.extra_metrics}
 
     def _nmi(self, embeddings, labels):
         """``{'NMI': value}`` with as many k-means clusters as test classes, or {} if not reported."""

@@ -1,6 +1,7 @@
 """Which metrics each dataset reports (SPEC 8), and how they are printed."""
 from dataclasses import dataclass
 
+from schema.options import EXTRA_METRIC_COLUMNS
 from utils.errors import UserInputError
 
 
@@ -26,7 +27,6 @@ METRIC_SETS = {
 
 
 # eval_params.metrics name -> the column name its value is reported under.
-EXTRA_METRICS = {"map_at_r": "MAP@R", "r_precision": "RP", "precision_at_1": "P@1"}
 
 
 def metric_set(dataset_short):

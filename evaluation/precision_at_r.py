@@ -38,8 +38,9 @@ import torch
 from evaluation.ranking import EXACT_CHUNK_ELEMENTS, INF, _BlockMemory, _SortedLabels
 from evaluation.recall import DEFAULT_BLOCK_SIZE
 from evaluation.scores import NegativeCosine, SquaredEuclidean, exact_scores, ieee_float32_matmul
+from schema.options import EXTRA_METRIC_COLUMNS
 
-METRIC_NAMES = ("MAP@R", "RP", "P@1")
+METRIC_NAMES = tuple(EXTRA_METRIC_COLUMNS.values())
 # A count larger than any R: "not among the R nearest".
 INF_COUNT = torch.iinfo(torch.int64).max // 2
 

@@ -6,6 +6,7 @@ The file holds plain arrays only (read with ``allow_pickle=False``):
 'euclidean' or 'cosine'), and, when the folder had class sub-folders,
 ``labels`` (int64, indices into ``classes``) and ``classes``.
 """
+import io
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,7 @@ import numpy as np
 
 from evaluation.neighbours import DISTANCES
 from utils.errors import UserInputError
+from utils.io import atomic_write
 
 REQUIRED_ARRAYS = ("embeddings", "paths", "root", "distance")
 
@@ -47,8 +49,9 @@ def save_embeddings(embedded, path):
     if embedded.labels is not None:
         arrays.update(labels=np.asarray(embedded.labels, dtype=np.int64),
                       classes=np.array(embedded.classes, dtype=np.str_))
-    with open(path, "wb") as file:
-        np.savez(file, **arrays)
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    atomic_write(path, buffer.getvalue(), replace=False)
 
 
 def load_embeddings(path, flag):

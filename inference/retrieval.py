@@ -5,6 +5,7 @@ or, only when asked, a faiss flat index. A query whose file is also in the
 gallery (same absolute path) never gets itself as a neighbour.
 """
 import csv
+import io
 from typing import NamedTuple, Optional
 
 import numpy as np
@@ -13,6 +14,7 @@ import torch
 from evaluation.faiss_neighbours import faiss_nearest_neighbours
 from evaluation.neighbours import nearest_neighbours, readable_distances
 from utils.errors import UserInputError
+from utils.io import atomic_write_text
 
 
 class Retrieval(NamedTuple):
@@ -76,13 +78,14 @@ def write_neighbours_csv(path, queries, gallery, retrieval):
     if retrieval.same_label is not None:
         header.append("same_label")
     gallery_paths = gallery.absolute_paths()
-    with open(path, "w", newline="") as file:
-        writer = csv.writer(file)
-        writer.writerow(header)
-        for query_index, query_path in enumerate(queries.absolute_paths()):
-            for rank, gallery_index in enumerate(retrieval.indices[query_index]):
-                row = [query_path, rank + 1, gallery_paths[gallery_index],
-                       f"{retrieval.distances[query_index, rank]:.6g}"]
-                if retrieval.same_label is not None:
-                    row.append(int(retrieval.same_label[query_index, rank]))
-                writer.writerow(row)
+    buffer = io.StringIO(newline="")
+    writer = csv.writer(buffer)
+    writer.writerow(header)
+    for query_index, query_path in enumerate(queries.absolute_paths()):
+        for rank, gallery_index in enumerate(retrieval.indices[query_index]):
+            row = [query_path, rank + 1, gallery_paths[gallery_index],
+                   f"{retrieval.distances[query_index, rank]:.6g}"]
+            if retrieval.same_label is not None:
+                row.append(int(retrieval.same_label[query_index, rank]))
+            writer.writerow(row)
+    atomic_write_text(path, buffer.getvalue(), replace=False)

@@ -2,20 +2,16 @@
 
 A run folder holds ``config.yaml`` (the resolved config) and ``summary.json``,
 whose ``best_weights`` names the best backbone file. Alternatively a weights
-file and a config are given directly. Either way the embedding is the one the
-evaluation used: the run's evaluation transform and ``eval_params.output_test_enc``.
+file and a config are given directly. Either way the run's ``RunRecipe``
+says everything else: the classes its head was trained on, the input
+transform and the embedding its evaluation used.
 """
-import copy
-import json
 import logging
 from pathlib import Path
 from typing import NamedTuple
 
-
-from dataset import build_transform
-from dataset.build import validation_cut
-from evaluation.neighbours import distance_name
-from net import build_backbone, load_weights
+from recipe import RunRecipe
+from run_folder.layout import CONFIG_NAME, read_summary
 from schema import load_config
 from utils.errors import UserInputError
 
@@ -25,15 +21,16 @@ logger = logging.getLogger(__name__)
 class RunModel:
     """A backbone in eval mode with everything needed to embed like the evaluation."""
 
-    def __init__(self, backbone, config, transform, device):
+    def __init__(self, backbone, recipe, device):
         self.backbone = backbone
-        self.config = config
-        self.transform = transform
+        self.recipe = recipe
+        self.config = recipe.config
+        self.transform = recipe.input.evaluation()
         self.device = device
-        self.output_option = config["eval_params"]["output_test_enc"]
-        self.batch_size = config["eval_params"]["batch_size"]
-        self.num_workers = config["dataset"]["nb_workers"]
-        self.distance = distance_name(config["dataset"]["dataset_short"])
+        self.output_option = recipe.embedding_output
+        self.batch_size = recipe.config["eval_params"]["batch_size"]
+        self.num_workers = recipe.config["dataset"]["nb_workers"]
+        self.distance = recipe.distance
 
 
 class WeightsSource(NamedTuple):
@@ -47,12 +44,11 @@ class WeightsSource(NamedTuple):
 def run_weights(run_dir):
     """Config and best backbone file of a finished run folder."""
     run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").is_file():
-        raise UserInputError(f"--run {run_dir} is not a run folder (it has no config.yaml); give a folder that "
+    if not (run_dir / CONFIG_NAME).is_file():
+        raise UserInputError(f"--run {run_dir} is not a run folder (it has no {CONFIG_NAME}); give a folder that "
                              "train.py wrote, e.g. runs/demo_resnet18_train_<time>.")
     try:
-        summary = json.loads((run_dir / "summary.json").read_text())
-        backbone_name = summary["best_weights"]["backbone"]
+        backbone_name = read_summary(run_dir)["best_weights"]["backbone"]
     except (OSError, ValueError, KeyError, TypeError):
         raise UserInputError(f"--run {run_dir} has no best weights (summary.json with best_weights is missing: "
                              "the run has not finished); let it finish or resume it, or give --weights FILE "
@@ -61,7 +57,7 @@ def run_weights(run_dir):
     if not weights.is_file():
         raise UserInputError(f"--run {run_dir}: its best backbone file {weights.name} is missing; give "
                              "--weights FILE --config_path CFG instead.")
-    return WeightsSource(run_dir / "config.yaml", weights, f"--run {run_dir}")
+    return WeightsSource(run_dir / CONFIG_NAME, weights, f"--run {run_dir}")
 
 
 def weights_source(run_dir=None, weights=None, config_path=None):
@@ -76,23 +72,8 @@ def weights_source(run_dir=None, weights=None, config_path=None):
     return WeightsSource(Path(config_path), Path(weights), "--weights")
 
 
-def trained_num_classes(config):
-    """Outputs of the trained classifier head: the training classes (fewer when some were held out)."""
-    dataset = config["dataset"]
-    if dataset["val"] and config["mode"] == "train":
-        return validation_cut(dataset["num_classes"], dataset["val_fraction"])
-    return dataset["num_classes"]
-
-
 def load_run_model(source, device):
     """The backbone of ``source`` (a ``WeightsSource``) with its weights, on ``device``, in eval mode."""
-    config = load_config(source.config_path)
-    encoder_params = copy.deepcopy(config["models"]["encoder_params"])
-    # The weights come from the file below; nothing is downloaded or loaded twice.
-    encoder_params.update(pretrained_path="no", imagenet_pretrained=0)
-    backbone, _ = build_backbone(encoder_params, trained_num_classes(config))
-    load_weights(backbone, source.weights_path, source.flag)
-    dataset = config["dataset"]
-    transform = build_transform(dataset["trans"], False, encoder_params["net_type"],
-                                crop_size=dataset["crop_size"], resize_size=dataset["resize_size"])
-    return RunModel(backbone.to(device).eval(), config, transform, device)
+    recipe = RunRecipe(load_config(source.config_path))
+    backbone, _ = recipe.build_backbone(weights=source.weights_path, weights_flag=source.flag)
+    return RunModel(backbone.to(device).eval(), recipe, device)

@@ -19,13 +19,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from run_folder.layout import CHECKPOINT_NAME
 from utils.errors import UserInputError
 from utils.io import atomic_torch_save
 from utils.safe_load import UnreadableFileError, UnsafeFileError, load_torch_file
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINT_NAME = "last.pth"
 FORMAT_VERSION = 2
 # Key of a converted format-1 state: the best weights it held, for the trainer to write to files.
 FORMAT_1_BEST_WEIGHTS = "format_1_best_weights"
@@ -63,6 +63,11 @@ def restore_rng_state(state):
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def resume_command(run_dir):
+    """How the user continues the run in ``run_dir``, as said in every stop message."""
+    return f"resume with `python train.py {RESUME_FLAG} {run_dir}`"
 
 
 def save_checkpoint(path, state):

@@ -2,11 +2,12 @@
 import csv
 import io
 
+from schema.options import EXTRA_METRIC_COLUMNS
 from utils.io import atomic_write_text
 
 
 # Recall@K, NMI, and the extra metrics of eval_params.metrics (MAP@R, R-precision, P@1).
-METRIC_PREFIXES = ("R@", "NMI", "MAP@R", "RP", "P@1")
+METRIC_PREFIXES = ("R@", "NMI", *EXTRA_METRIC_COLUMNS.values())
 
 
 def is_metric_column(column):

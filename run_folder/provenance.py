@@ -16,9 +16,9 @@ from pathlib import Path
 
 import torch
 
+from run_folder.layout import ENVIRONMENT_NAME
 from utils.io import atomic_write_text
 
-ENVIRONMENT_NAME = "environment.json"
 # Distribution names under which each library may be installed.
 LIBRARIES = {
     "torch": ("torch",),

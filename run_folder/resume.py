@@ -12,9 +12,9 @@ from pathlib import Path
 
 import yaml
 
+from run_folder.layout import CONFIG_NAME, RECORD_NAME
 from schema import iter_options
 
-RECORD_NAME = ".config_recorded.yaml"
 RESUME_SAFE_KEYS = (
     "train_params.num_epochs",
     "dataset.nb_workers",
@@ -43,7 +43,7 @@ def recorded_config(run_dir):
     """The config the run was created with: its hidden record, else (older runs) its config.yaml."""
     run_dir = Path(run_dir)
     record = run_dir / RECORD_NAME
-    source = record if record.is_file() else run_dir / "config.yaml"
+    source = record if record.is_file() else run_dir / CONFIG_NAME
     return yaml.safe_load(source.read_text())
 
 

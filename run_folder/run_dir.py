@@ -1,22 +1,13 @@
-"""The run folder: created fresh for every run, never overwritten.
-
-Layout: ``config.yaml`` (resolved), ``environment.json``, ``train.log``, ``metrics.csv``,
-``losses.png``, ``metrics.png``, ``summary.json``, ``last.pth`` (resumable)
-and the best weights in the authors' naming.
-"""
+"""The run folder: created fresh for every run, never overwritten (its files: ``run_folder.layout``)."""
 import logging
 import os
 import time
 from pathlib import Path
 
+from run_folder.layout import LOG_NAME, name_for_files
 from utils.console import LOG_FORMAT
 from utils.errors import UserInputError
 
-
-
-def name_for_files(text):
-    """``text`` usable in a file name on every system: ``timm:vit_small`` becomes ``timm-vit_small``."""
-    return text.replace(":", "-")
 
 
 def make_run_dir(output_root, name):
@@ -44,7 +35,7 @@ def make_run_dir(output_root, name):
 
 def attach_log_file(run_dir):
     """Send every log record of this process to ``<run_dir>/train.log`` as well."""
-    handler = logging.FileHandler(Path(run_dir) / "train.log")
+    handler = logging.FileHandler(Path(run_dir) / LOG_NAME)
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
     logging.getLogger().addHandler(handler)
     return handler

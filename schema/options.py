@@ -16,7 +16,9 @@ DATASETS = ("cub", "cars", "sop", "in_shop", "demo")
 BACKBONE_LOSSES = ("lsce", "focalce", "ce")
 MPN_LOSSES = ("lsgnn", "focalgnn", "gnn")
 # eval_params.metrics: reported besides the paper's Recall@K and NMI (evaluation.metric_sets).
-EXTRA_METRICS = ("map_at_r", "r_precision", "precision_at_1")
+# Each extra metric's config name and its column name in metrics.csv (the one list of them).
+EXTRA_METRIC_COLUMNS = {"map_at_r": "MAP@R", "r_precision": "RP", "precision_at_1": "P@1"}
+EXTRA_METRICS = tuple(EXTRA_METRIC_COLUMNS)
 VAL_PROTOCOLS = ("fraction", "mlrc")
 # The reality-check paper splits the training classes into this many folds.
 MLRC_NUM_FOLDS = 4

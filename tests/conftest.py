@@ -10,6 +10,8 @@ import PIL.Image
 import pytest
 import torch
 
+from engine.hooks import Hook
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
@@ -149,19 +151,55 @@ def run_torchrun(args, cwd, nproc):
                           cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
 
 
-@contextlib.contextmanager
-def interrupted_after_first_epoch(monkeypatch):
-    """Inside: a training run gets a SIGINT (KeyboardInterrupt) right after epoch 1 is saved."""
-    from engine.trainer import Trainer
-    original = Trainer.end_of_epoch
+def add_training_hooks(monkeypatch, *hooks, first=()):
+    """Every training run started while the patch holds gets ``first`` before its own hooks and ``hooks`` after."""
+    from engine import build
+    original = build.build_hooks
 
-    def stop_after_first_epoch(self, epoch, *args):
-        original(self, epoch, *args)
+    def with_test_hooks(*args, **kwargs):
+        built, final_test = original(*args, **kwargs)
+        return [*first, *built, *hooks], final_test
+
+    monkeypatch.setattr(build, "build_hooks", with_test_hooks)
+
+
+class StopRequestAt(Hook):
+    """The stop request (as SIGINT/SIGTERM would raise it) arrives during step ``step`` of ``epoch``.
+
+    ``seen`` collects every ``(epoch, step)`` started.
+    """
+
+    def __init__(self, epoch, step, seen=None):
+        self.at = (epoch, step)
+        self.seen = [] if seen is None else seen
+
+    def before_step(self, trainer, epoch, step, steps_per_epoch):
+        self.seen.append((epoch, step))
+        if (epoch, step) == self.at:
+            trainer.stop_request._event.set()
+
+
+class StopAfterFirstEpoch(Hook):
+    def after_epoch(self, trainer, epoch, row):
         if epoch == 1:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(Trainer, "end_of_epoch", stop_after_first_epoch)
-    try:
+
+@contextlib.contextmanager
+def interrupted_after_first_epoch(monkeypatch):
+    """Inside: a training run gets a SIGINT (KeyboardInterrupt) right after epoch 1 is saved."""
+    with monkeypatch.context() as patch:
+        add_training_hooks(patch, StopAfterFirstEpoch())
         yield
-    finally:
-        monkeypatch.setattr(Trainer, "end_of_epoch", original)
+
+
+def bare_trainer(config, backbone, mpn, run_dir, precision=None, hooks=()):
+    """A Trainer of ``config`` without data (steps are fed by hand), its optimiser as a run builds it."""
+    from engine.build import build_optimizer_for
+    from engine.trainer import LoopOptions, Trainer
+    from losses.intra_batch import IntraBatchLoss
+    from utils.precision import Precision
+    device = torch.device("cpu")
+    return Trainer(backbone, mpn, build_optimizer_for(config, backbone, mpn), IntraBatchLoss.from_config(config),
+                   precision or Precision("float32", device), device, LoopOptions.from_config(config),
+                   Path(run_dir), hooks=hooks)

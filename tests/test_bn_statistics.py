@@ -2,11 +2,9 @@
 import torch
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from engine.components import build_models
-from engine.trainer import Trainer
+from recipe import RunRecipe
 from schema import load_config
-from losses.intra_batch import IntraBatchLoss
-from utils.precision import Precision
+from tests.conftest import bare_trainer
 
 CUB_CONFIG = "config/config_cub_train.yaml"
 IMAGES_PER_CLASS = 2
@@ -18,11 +16,9 @@ MOMENTUM = 0.1
 def cub_trainer(tmp_path):
     config = load_config(CUB_CONFIG, {"models.encoder_params.imagenet_pretrained": 0,
                                       "train_params.num_elements_class": IMAGES_PER_CLASS})
-    num_classes = config["dataset"]["num_classes"]
     device = torch.device("cpu")
-    backbone, mpn = build_models(config, num_classes, device)
-    return Trainer(config, tmp_path, device, Precision("float32", device), backbone, mpn, data=None,
-                   evaluators={}, loss_fn=IntraBatchLoss.from_config(config)), config
+    backbone, mpn = RunRecipe(config).build_models(device)
+    return bare_trainer(config, backbone, mpn, tmp_path), config
 
 
 def record_batch_statistics(module):

@@ -76,7 +76,7 @@ def test_every_recall_in_the_log_is_in_percent(demo_run):
 
 def test_each_epoch_ends_with_a_one_line_summary_and_the_run_eta(demo_run):
     _, run_dir, _ = demo_run
-    summaries = [line for line in (run_dir / "train.log").read_text().splitlines() if "trainer: Epoch 1/2 in" in line]
+    summaries = [line for line in (run_dir / "train.log").read_text().splitlines() if ": Epoch 1/2 in" in line]
     (summary,) = summaries
     assert re.search(r"loss \d+\.\d{3} \(backbone \d+\.\d{3}, MPN \d+\.\d{3}\), lr [0-9.e-]+, \d+\.\d images/s "
                      r"\| test R@1 \d+\.\d\d, best \d+\.\d\d \(epoch 1\) "

@@ -5,7 +5,7 @@ from threadpoolctl import threadpool_limits
 
 from evaluation.embeddings import extract_embeddings
 from evaluation.evaluator import Evaluator
-from evaluation.metric_sets import EXTRA_METRICS, format_metrics, metric_set
+from evaluation.metric_sets import format_metrics, metric_set
 from evaluation.precision_at_r import inshop_retrieval_metrics, retrieval_metrics
 from evaluation.clustering import nmi
 from evaluation.recall import inshop_recall_at_k, recall_at_k
@@ -178,9 +178,11 @@ def test_in_shop_extra_metrics_score_queries_against_gallery(model):
     assert metrics["RP"] == inshop_retrieval_metrics(query, query_labels, gallery, gallery_labels)["RP"]
 
 
-def test_extra_metric_names_are_those_the_config_accepts():
-    from schema.options import EXTRA_METRICS as CONFIG_NAMES
-    assert tuple(EXTRA_METRICS) == CONFIG_NAMES
+def test_every_extra_metric_column_is_read_as_a_metric_by_the_run_records():
+    from run_folder.history import is_metric_column
+    from schema.options import EXTRA_METRIC_COLUMNS
+    assert all(is_metric_column(f"{split}_{column}") for column in EXTRA_METRIC_COLUMNS.values()
+               for split in ("val", "test"))
 @pytest.mark.parametrize("config_file, expected", [("config/config_cub_train.yaml", "sklearn"),
                                                    ("config/config_cars_test.yaml", "sklearn")])
 def test_paper_configs_score_nmi_with_the_authors_sklearn_kmeans(config_file, expected):

@@ -14,11 +14,12 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 import train
-from tests.conftest import tiny_train_config, write_class_pattern_images
-from engine.trainer import Trainer
+from engine.hooks import Hook
+from tests.conftest import add_training_hooks, tiny_train_config, write_class_pattern_images
 from run_folder.checkpoint import load_checkpoint
 from utils.errors import UserInputError
 
@@ -46,14 +47,18 @@ utils.io.os.replace = stalling_replace
 """
 
 SLOW_STEPS = """
-from engine import trainer
-real_step = trainer.Trainer.training_step
-def slow_step(self, *args):
-    result = real_step(self, *args)
-    marker.write_text("stepping")
-    time.sleep(0.3)
-    return result
-trainer.Trainer.training_step = slow_step
+from engine import build
+from engine.hooks import Hook
+class SlowSteps(Hook):
+    def before_step(self, trainer, epoch, step, steps_per_epoch):
+        if step:
+            marker.write_text("stepping")
+            time.sleep(0.3)
+real_build_hooks = build.build_hooks
+def build_hooks_with_slow_steps(*args, **kwargs):
+    hooks, final_test = real_build_hooks(*args, **kwargs)
+    return [*hooks, SlowSteps()], final_test
+build.build_hooks = build_hooks_with_slow_steps
 """
 
 DRIVER_SUFFIX = """
@@ -129,14 +134,15 @@ def test_sigterm_finishes_the_step_saves_and_says_how_to_resume(tmp_path, write_
 
 def test_nan_loss_stops_naming_epoch_and_iteration_and_keeps_the_last_checkpoint(
         tmp_path, write_tiny_config, monkeypatch, caplog):
-    real_step = Trainer.training_step
+    class PoisonedWeights(Hook):
+        """From step 2 of epoch 2 on, the backbone's first convolution holds NaN: the loss becomes NaN."""
 
-    def poisoned_step(self, images, labels, epoch, step):
-        if (epoch, step) == (2, 1):
-            images = images * float("nan")
-        return real_step(self, images, labels, epoch, step)
+        def before_step(self, trainer, epoch, step, steps_per_epoch):
+            if (epoch, step) == (2, 1):
+                with torch.no_grad():
+                    trainer.backbone.conv1.weight.fill_(float("nan"))
 
-    monkeypatch.setattr(Trainer, "training_step", poisoned_step)
+    add_training_hooks(monkeypatch, PoisonedWeights())
     with caplog.at_level(logging.ERROR):
         exit_code = train.main(["--config_path", str(write_tiny_config()), "--output_dir", str(tmp_path)])
     assert exit_code == train.EXIT_DIVERGED

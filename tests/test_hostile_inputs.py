@@ -217,16 +217,15 @@ def test_hyper_search_checks_every_draw_before_the_first_trial(tmp_path, caplog)
 def test_sigint_in_hyper_search_says_which_trials_were_kept_and_exits_130(tmp_path, monkeypatch, caplog):
     import csv
 
-    from engine.trainer import Trainer
-    real_step = Trainer.training_step
+    from engine.hooks import Hook
+    from tests.conftest import add_training_hooks
 
-    def stop_in_trial_two(self, images, labels, epoch, step):
-        result = real_step(self, images, labels, epoch, step)
-        if self.run_dir.name == "trial_002":
-            self.stop_request._event.set()
-        return result
+    class StopInTrialTwo(Hook):
+        def before_step(self, trainer, epoch, step, steps_per_epoch):
+            if trainer.run_dir.name == "trial_002":
+                trainer.stop_request._event.set()
 
-    monkeypatch.setattr(Trainer, "training_step", stop_in_trial_two)
+    add_training_hooks(monkeypatch, StopInTrialTwo())
     config = search_config(tmp_path, images_per_class=10, num_trials=3)
     with caplog.at_level(logging.WARNING):
         assert train.main(["--config_path", str(config), "--output_dir", str(tmp_path / "runs")]) == 130

@@ -43,6 +43,7 @@ def test_train_and_val_datasets_split_the_training_classes_by_fold(dataset_image
 
 def test_folds_are_the_same_for_the_same_seed_and_do_not_depend_on_it(dataset_image_tree, tmp_path):
     from engine.components import build_data
+    from recipe import RunRecipe
     from tests.conftest import tiny_train_config
     root = dataset_image_tree([2] * 16)
 
@@ -52,7 +53,7 @@ def test_folds_are_the_same_for_the_same_seed_and_do_not_depend_on_it(dataset_im
         raw["models"]["gnn_params"]["classifier"]["num_classes"] = 8
         path = tmp_path / f"seed{seed}.yaml"
         path.write_text(yaml.safe_dump(raw))
-        data = build_data(load_config(path), "train")
+        data = build_data(RunRecipe(load_config(path)), "train")
         return data.eval_loaders["val"]["loader"].dataset.paths, data.train_loader.dataset.paths
 
     assert held_out_paths(0) == held_out_paths(0) == held_out_paths(5)

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.components import build_models
 from net import build_mpn
+from recipe import RunRecipe
 from schema import load_config
 from utils.errors import UserInputError
 
@@ -31,8 +31,8 @@ def test_heads_that_do_not_divide_the_mpn_width_are_refused():
 def test_a_large_embedding_warns_with_the_checkpoint_size(caplog):
     config = load_config(CONFIG_DIR / "config_cub_train.yaml",
                          {"models.encoder_params.red": 1, "models.encoder_params.imagenet_pretrained": 0})
-    with caplog.at_level(logging.WARNING, logger="engine.components"):
-        build_models(config, 100, "cpu")
+    with caplog.at_level(logging.WARNING, logger="recipe.run_recipe"):
+        RunRecipe(config).build_models("cpu")
     (warning,) = [record.getMessage() for record in caplog.records]
     assert "embedding of resnet50 is 2048-d" in warning
     assert "last.pth will take about 0.9" in warning and "set models.encoder_params.red to 4" in warning
@@ -40,6 +40,6 @@ def test_a_large_embedding_warns_with_the_checkpoint_size(caplog):
 
 def test_the_paper_embedding_gives_no_warning(caplog):
     config = load_config(CONFIG_DIR / "config_demo_train.yaml")
-    with caplog.at_level(logging.WARNING, logger="engine.components"):
-        build_models(config, 5, "cpu")
+    with caplog.at_level(logging.WARNING, logger="recipe.run_recipe"):
+        RunRecipe(config).build_models("cpu")
     assert not caplog.records

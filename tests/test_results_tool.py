@@ -7,10 +7,12 @@ import statistics
 import numpy as np
 import PIL.Image
 import pytest
+import torch
 import yaml
 
 import train
-from engine import trainer
+from engine.hooks import Hook
+from tests.conftest import add_training_hooks
 from net.weights import read_state_dict
 from tools import results
 from tools.run_folders import BROKEN, FINISHED, IN_PROGRESS, read_run
@@ -59,17 +61,25 @@ def runs(tmp_path_factory):
     for seed in (0, 1):
         code, folders[seed] = train_run(config, output, seed)
         assert code == 0
+    class PoisonThirdStep(Hook):
+        """The third step's weights hold NaN, so its loss does: the real divergence path stops the run in epoch 2."""
+
+        steps = 0
+
+        def before_step(self, trainer, epoch, step, steps_per_epoch):
+            self.steps += 1
+            if self.steps == 3:
+                with torch.no_grad():
+                    trainer.backbone.conv1.weight.fill_(float("nan"))
+
     with pytest.MonkeyPatch.context() as patch:
-        finite_calls = []
-        # The third step's loss "is" NaN: the real divergence path stops the run in epoch 2.
-        patch.setattr(trainer.Trainer, "all_finite",
-                      lambda self, loss: finite_calls.append(1) or len(finite_calls) < 3)
+        add_training_hooks(patch, PoisonThirdStep())
         code, folders["diverged"] = train_run(config, output, 2)
         assert code == train.EXIT_DIVERGED
     folders["in_progress"] = output / "copy_in_progress"
     shutil.copytree(folders[0], folders["in_progress"], ignore=shutil.ignore_patterns("*.pth", "*.png"))
     (folders["in_progress"] / "summary.json").unlink()
-    (folders["in_progress"] / "train.log").write_text("2026-01-01 00:00:00 INFO trainer: Epoch 2 val: R@1 50.00\n")
+    (folders["in_progress"] / "train.log").write_text("2026-01-01 00:00:00 INFO engine.trainer: Epoch 2 val: R@1 50.00\n")
     folders["damaged"] = output / "copy_damaged"
     shutil.copytree(folders[0], folders["damaged"], ignore=shutil.ignore_patterns("*.pth", "*.png"))
     (folders["damaged"] / "summary.json").write_text('{"best_epoch": 2, "best_met')

@@ -1,4 +1,6 @@
 """``net_type: timm:<name>`` (issue 17): build, heads, weights, preprocessing, names, lr options."""
+from functools import partial
+
 import huggingface_hub
 import pytest
 import safetensors.torch
@@ -10,12 +12,12 @@ from torchvision.transforms import InterpolationMode, Normalize, RandomResizedCr
 import train
 from dataset.transforms import AUTHORS_STD, IMAGENET_MEAN, build_transform
 from net import backbone_input_config, build_backbone, build_mpn
-from tests.conftest import tiny_train_config
-from engine.trainer import Trainer
+from engine.hooks import BestWeights, LrSchedule
+from run_folder.layout import best_weight_names
 from schema import SCHEMA, load_config
 from schema.checks import validate
+from tests.conftest import bare_trainer, tiny_train_config
 from utils.errors import UserInputError
-from losses.intra_batch import IntraBatchLoss
 from utils.precision import Precision
 
 NUM_CLASSES = 5
@@ -233,8 +235,7 @@ def trainer_for(tmp_path, pattern_tree, encoder, precision=None, **train_params)
     torch.manual_seed(0)
     backbone, dim = build_backbone(config["models"]["encoder_params"], 4, crop_size=CROP)
     mpn = build_mpn(config["models"]["gnn_params"], dim)
-    return Trainer(config, tmp_path, torch.device("cpu"), precision or Precision("float32", torch.device("cpu")),
-                   backbone, mpn, data=None, evaluators={}, loss_fn=IntraBatchLoss.from_config(config))
+    return bare_trainer(config, backbone, mpn, tmp_path, precision), config
 
 
 def lr_of_each_parameter(trainer):
@@ -253,7 +254,7 @@ def expected_vit_layer_scale(name, layer_decay):
 
 def test_layer_decay_and_backbone_lr_scale_give_each_layer_its_lr(tmp_path, pattern_tree):
     lr, layer_decay, trunk_scale = 1e-3, 0.5, 0.1
-    trainer = trainer_for(tmp_path, pattern_tree, {"net_type": "timm:vit_tiny_patch16_224", "sz_embedding": 32},
+    trainer, _ = trainer_for(tmp_path, pattern_tree, {"net_type": "timm:vit_tiny_patch16_224", "sz_embedding": 32},
                           lr=lr, layer_decay=layer_decay, backbone_lr_scale=trunk_scale)
     lr_of = lr_of_each_parameter(trainer)
     assert trainer.optimizer.param_groups[0]["lr"] == lr
@@ -273,29 +274,34 @@ def test_layer_decay_and_backbone_lr_scale_give_each_layer_its_lr(tmp_path, patt
 
 
 def test_defaults_keep_one_parameter_group_as_the_authors(tmp_path, pattern_tree):
-    trainer = trainer_for(tmp_path, pattern_tree, {"net_type": "timm:resnet18"})
+    trainer, _ = trainer_for(tmp_path, pattern_tree, {"net_type": "timm:resnet18"})
     (group,) = trainer.optimizer.param_groups
     assert group["lr_scale"] == 1.0
     assert len(group["params"]) == len(list(trainer.backbone.parameters())) + len(list(trainer.mpn.parameters()))
 
 
 def test_lr_drop_keeps_each_groups_relative_scale(tmp_path, pattern_tree):
-    trainer = trainer_for(tmp_path, pattern_tree, {"net_type": "timm:vit_tiny_patch16_224"}, lr=1e-3,
-                          layer_decay=0.5, backbone_lr_scale=0.1)
+    trainer, config = trainer_for(tmp_path, pattern_tree, {"net_type": "timm:vit_tiny_patch16_224"}, lr=1e-3,
+                                  layer_decay=0.5, backbone_lr_scale=0.1)
+    train_params = config["train_params"]
     before = [group["lr"] for group in trainer.optimizer.param_groups]
-    trainer.best = trainer.save_best_weights(0.5, 1, {})
-    trainer.apply_schedule(trainer.train_params["lr_drop_epochs"][0])
+    best_weights = BestWeights(tmp_path, partial(best_weight_names, config=config))
+    best_weights.after_evaluation(trainer, 1, {"test_R@1": 0.5})
+    schedule = LrSchedule(train_params["lr"], train_params["lr_drop_epochs"], train_params["warmup_epochs"],
+                          best_weights)
+    schedule.before_epoch(trainer, train_params["lr_drop_epochs"][0])
     after = [group["lr"] for group in trainer.optimizer.param_groups]
     assert len(before) > 2 and after == pytest.approx([lr / 10 for lr in before], rel=1e-12)
 
 
 def test_warmup_raises_the_lr_linearly_every_step_then_leaves_it(tmp_path, pattern_tree):
     lr, steps_per_epoch = 1e-3, 4
-    trainer = trainer_for(tmp_path, pattern_tree, {"net_type": "timm:resnet18"}, lr=lr, backbone_lr_scale=0.5,
-                          warmup_epochs=1.5, lr_drop_epochs=[3])
+    trainer, _ = trainer_for(tmp_path, pattern_tree, {"net_type": "timm:resnet18"}, lr=lr, backbone_lr_scale=0.5,
+                             warmup_epochs=1.5, lr_drop_epochs=[3])
+    schedule = LrSchedule(lr, [3], 1.5, best_weights=None)
     seen = []
     for epoch, step in [(1, 0), (1, 1), (1, 2), (1, 3), (2, 0), (2, 1), (2, 2)]:
-        trainer.warm_up_lr(epoch, step, steps_per_epoch)
+        schedule.before_step(trainer, epoch, step, steps_per_epoch)
         seen.append([group["lr"] for group in trainer.optimizer.param_groups])
     expected = [[lr * k / 6, lr * 0.5 * k / 6] for k in (1, 2, 3, 4, 5, 6, 6)]
     assert [lr for lrs in seen for lr in lrs] == pytest.approx([lr for lrs in expected for lr in lrs], rel=1e-12)
@@ -326,14 +332,14 @@ def test_grad_clip_bounds_the_true_gradient_norm(tmp_path, pattern_tree, scaled)
     precision = Precision("scaler", torch.device("cpu"), scaler=torch.amp.GradScaler("cpu", init_scale=2.0 ** 10)) \
         if scaled else None
     clip = 1e-3
-    trainer = trainer_for(tmp_path, pattern_tree, {"net_type": "timm:resnet18"}, precision, grad_clip=clip)
+    trainer, _ = trainer_for(tmp_path, pattern_tree, {"net_type": "timm:resnet18"}, precision, grad_clip=clip)
     norms = gradient_norm_at_each_step(trainer)
     trainer.training_step(*training_batch(), 1, 0)
     assert norms == pytest.approx([clip], rel=1e-3)
 
 
 def test_frozen_trunk_stays_in_eval_mode_gets_no_updates_and_the_head_trains(tmp_path, pattern_tree):
-    trainer = trainer_for(tmp_path, pattern_tree, {"net_type": "timm:convnext_atto", "freeze_trunk": 1,
+    trainer, _ = trainer_for(tmp_path, pattern_tree, {"net_type": "timm:convnext_atto", "freeze_trunk": 1,
                                                     "sz_embedding": 32})
     trainer.backbone.train()
     assert not trainer.backbone.trunk.training and trainer.backbone.embed.training
@@ -390,7 +396,6 @@ def test_worked_example_config_is_valid_and_names_a_timm_model_with_pretrained_w
 
 
 def test_timm_names_become_file_names_without_a_colon(tmp_path):
-    from engine.trainer import best_weight_names
     from run_folder.run_dir import make_run_dir
     config = {"models": {"encoder_params": {"neck": 0, "net_type": "timm:vit_tiny_patch16_224.augreg_in21k"}},
               "dataset": {"dataset_short": "cub"}}

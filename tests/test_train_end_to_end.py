@@ -8,8 +8,9 @@ import yaml
 
 import train
 from net.weights import read_state_dict
-from tests.conftest import evaluate_best_weights_in_test_mode, interrupted_after_first_epoch
-from engine.trainer import Trainer
+from engine.hooks import BestWeights, Hook
+from tests.conftest import (StopRequestAt, add_training_hooks, evaluate_best_weights_in_test_mode,
+                            interrupted_after_first_epoch)
 from run_folder.checkpoint import load_checkpoint
 from utils.signals import StopRequest
 
@@ -92,20 +93,11 @@ def test_resume_after_a_stop_at_an_epoch_boundary_ends_like_the_uninterrupted_ru
 
 def test_resume_after_sigterm_mid_epoch_ends_like_the_uninterrupted_run(
         finished_run, write_tiny_config, tmp_path, monkeypatch):
-    original = Trainer.training_step
     calls = []
-
-    def request_stop_during_epoch_two(self, images, labels, epoch, step):
-        result = original(self, images, labels, epoch, step)
-        calls.append((epoch, step))
-        if (epoch, step) == (2, 1):
-            self.stop_request._event.set()
-        return result
-
-    monkeypatch.setattr(Trainer, "training_step", request_stop_during_epoch_two)
-    exit_code = train.main(["--config_path", str(write_tiny_config()), "--output_dir", str(tmp_path)])
+    with monkeypatch.context() as patch:
+        add_training_hooks(patch, StopRequestAt(2, 1, calls))
+        exit_code = train.main(["--config_path", str(write_tiny_config()), "--output_dir", str(tmp_path)])
     assert exit_code == 128 + 2 and calls[-1] == (2, 1)
-    monkeypatch.setattr(Trainer, "training_step", original)
     interrupted = run_folder(tmp_path)
     assert "resume with `python train.py --resume" in (interrupted / "train.log").read_text()
     assert train.main(["--resume", str(interrupted / "last.pth")]) == 0
@@ -115,21 +107,13 @@ def test_resume_after_sigterm_mid_epoch_ends_like_the_uninterrupted_run(
 def test_resume_mid_epoch_with_two_workers_ends_like_the_uninterrupted_run_without_workers(
         finished_run, write_tiny_config, tmp_path, monkeypatch):
     """Augmentations follow (seed, epoch, position): neither the workers nor the resume change a bit."""
-    original = Trainer.training_step
-
-    def request_stop_during_epoch_two(self, images, labels, epoch, step):
-        result = original(self, images, labels, epoch, step)
-        if (epoch, step) == (2, 1):
-            self.stop_request._event.set()
-        return result
-
     def two_workers(raw):
         raw["dataset"]["nb_workers"] = 2
 
-    monkeypatch.setattr(Trainer, "training_step", request_stop_during_epoch_two)
     config = write_tiny_config(mutate=two_workers)
-    assert train.main(["--config_path", str(config), "--output_dir", str(tmp_path)]) == 128 + 2
-    monkeypatch.setattr(Trainer, "training_step", original)
+    with monkeypatch.context() as patch:
+        add_training_hooks(patch, StopRequestAt(2, 1))
+        assert train.main(["--config_path", str(config), "--output_dir", str(tmp_path)]) == 128 + 2
     interrupted = run_folder(tmp_path)
     assert train.main(["--resume", str(interrupted)]) == 0
     assert_same_final_state(interrupted, finished_run)
@@ -270,30 +254,30 @@ def test_a_format_1_checkpoint_is_converted_once_and_resumes_like_the_uninterrup
 
 def test_a_new_best_epoch_replaces_the_best_files_and_a_drop_reloads_them_from_disk(
         write_tiny_config, tmp_path, monkeypatch):
-    recall_of_epoch = {1: 0.5, 2: 0.25, 3: 0.75}
-    files_after_epoch, reloads = {}, {}
-    original_end, original_schedule = Trainer.end_of_epoch, Trainer.apply_schedule
+    recall_of_epoch = iter([0.5, 0.25, 0.75])  # epochs 1, 2, 3 (no evaluation before training)
+    files_after_epoch, reloads, weights_before = {}, {}, {}
+    monkeypatch.setattr("evaluation.evaluator.Evaluator.evaluate",
+                        lambda *args, **kwargs: {"R@1": next(recall_of_epoch)})
 
-    def scripted_recall(self, epoch):
-        return {"test_R@1": recall_of_epoch[epoch]}
+    class RecordBefore(Hook):
+        def before_epoch(self, trainer, epoch):
+            weights_before[epoch] = {key: value.clone() for key, value in trainer.backbone.state_dict().items()}
 
-    def end_of_epoch(self, epoch, *args):
-        original_end(self, epoch, *args)
-        files_after_epoch[epoch] = sorted(path.name for path in self.run_dir.glob("*.pth") if path.name != "last.pth")
+    class RecordAfter(Hook):
+        def before_epoch(self, trainer, epoch):
+            best = next(hook for hook in trainer.hooks if isinstance(hook, BestWeights)).best
+            if best.backbone_file is None:
+                return
+            best_file = read_state_dict(trainer.run_dir / best.backbone_file, "the test")
+            after = trainer.backbone.state_dict()
+            reloads[epoch] = (all(torch.equal(after[key], value) for key, value in best_file.items()),
+                              all(torch.equal(after[key], value) for key, value in weights_before[epoch].items()))
 
-    def apply_schedule(self, epoch):
-        before = {key: value.clone() for key, value in self.backbone.state_dict().items()}
-        original_schedule(self, epoch)
-        if self.best.backbone_file is None:
-            return
-        best_file = read_state_dict(self.run_dir / self.best.backbone_file, "the test")
-        after = self.backbone.state_dict()
-        reloads[epoch] = (all(torch.equal(after[key], value) for key, value in best_file.items()),
-                          all(torch.equal(after[key], value) for key, value in before.items()))
+        def after_epoch(self, trainer, epoch, row):
+            files_after_epoch[epoch] = sorted(path.name for path in trainer.run_dir.glob("*.pth")
+                                              if path.name != "last.pth")
 
-    monkeypatch.setattr(Trainer, "evaluate", scripted_recall)
-    monkeypatch.setattr(Trainer, "end_of_epoch", end_of_epoch)
-    monkeypatch.setattr(Trainer, "apply_schedule", apply_schedule)
+    add_training_hooks(monkeypatch, RecordAfter(), first=[RecordBefore()])
     assert train.main(["--config_path", str(write_tiny_config(max_iters_per_epoch=1)),
                        "--output_dir", str(tmp_path)]) == 0
     assert files_after_epoch == {1: ["0.5gnn_resnet18_cub.pth", "0.5resnet18_cub.pth"],

@@ -363,7 +363,7 @@ def test_evaluation_pictures_of_both_protocols_have_the_grid_size(tmp_path, with
 
 def test_optional_packages_asked_for_but_missing_are_one_sentence(monkeypatch, model_run):
     import importlib.util
-    from inference.after_evaluation import check_logging_options
+    from engine.hooks import check_logging_options
     config = load_config(model_run / "config.yaml")
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",

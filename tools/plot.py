@@ -18,6 +18,7 @@ import yaml
 
 from utils.errors import UserInputError
 from run_folder.history import is_metric_column
+from run_folder.layout import CONFIG_NAME, METRICS_CSV_NAME, SUMMARY_NAME
 from run_folder.plots import plot_runs
 from utils.console import setup_console_logging
 
@@ -35,7 +36,7 @@ def parse_args(argv=None):
 
 def read_rows(run_dir):
     """The rows of ``metrics.csv`` with numbers as numbers ('' stays missing)."""
-    path = Path(run_dir) / "metrics.csv"
+    path = Path(run_dir) / METRICS_CSV_NAME
     if not path.is_file():
         raise UserInputError(f"{run_dir} has no metrics.csv; pass run folders written by train.py "
                              "(runs/<dataset>_<net>_<mode>_<time>/).")
@@ -48,7 +49,7 @@ def read_rows(run_dir):
 
 def best_epoch(run_dir, rows):
     """The best epoch of ``summary.json``, or of the selection R@1 for a run still going."""
-    summary = Path(run_dir) / "summary.json"
+    summary = Path(run_dir) / SUMMARY_NAME
     if summary.is_file():
         return json.loads(summary.read_text()).get("best_epoch")
     columns = [column for column in rows[0] if is_metric_column(column) and column.endswith("_R@1")]
@@ -61,7 +62,7 @@ def best_epoch(run_dir, rows):
 
 def dataset_of(run_dir):
     """``dataset.dataset_short`` of the run's resolved config, or None."""
-    path = Path(run_dir) / "config.yaml"
+    path = Path(run_dir) / CONFIG_NAME
     try:
         config = yaml.safe_load(path.read_text()) if path.is_file() else None
     except yaml.YAMLError:

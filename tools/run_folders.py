@@ -14,8 +14,9 @@ from pathlib import Path
 import yaml
 
 from run_folder.history import is_metric_column
+from run_folder.layout import CONFIG_NAME, LOG_NAME, METRICS_CSV_NAME, SUMMARY_NAME, TEST_METRICS_NAME
 
-RUN_FILES = ("config.yaml", "train.log", "metrics.csv", "summary.json")
+RUN_FILES = (CONFIG_NAME, LOG_NAME, METRICS_CSV_NAME, SUMMARY_NAME)
 FINISHED, IN_PROGRESS, STOPPED, BROKEN = "finished", "in progress", "stopped", "broken"
 # train.py logs this when SIGINT/SIGTERM stopped the run (resumable).
 STOPPED_MARK = "Stopped at epoch"
@@ -86,9 +87,9 @@ class RunUnreadable(Exception):
 
 
 def _read_run(folder):
-    config = _read_config(folder / "config.yaml")
-    rows = _read_rows(folder / "metrics.csv")
-    summary = _read_json(folder / "summary.json")
+    config = _read_config(folder / CONFIG_NAME)
+    rows = _read_rows(folder / METRICS_CSV_NAME)
+    summary = _read_json(folder / SUMMARY_NAME)
     failure = summary.get("error", "") if summary is not None and summary.get("status") == FAILED_MARK else None
     if failure is not None:
         summary = None  # only says why the run stopped; its epochs are in metrics.csv
@@ -107,15 +108,15 @@ def _read_run(folder):
     elif failure is not None:
         run.status, run.problem = BROKEN, str(failure).split(";")[0][:PROBLEM_LENGTH]
     else:
-        run.status, run.problem = _unfinished_status(folder / "train.log")
+        run.status, run.problem = _unfinished_status(folder / LOG_NAME)
     return run
 
 
 def _test_mode_run(run, folder):
     """``mode: test`` evaluates once into metrics.json; shown as its last metrics."""
-    metrics = _read_json(folder / "metrics.json")
+    metrics = _read_json(folder / TEST_METRICS_NAME)
     if metrics is None:
-        run.status, run.problem = _unfinished_status(folder / "train.log")
+        run.status, run.problem = _unfinished_status(folder / LOG_NAME)
         return run
     run.status = FINISHED
     run.last = _percent({f"test_{name}": value for name, value in metrics.items()})

@@ -22,6 +22,11 @@ from utils.errors import UserInputError
 logger = logging.getLogger(__name__)
 
 
+def unwrap(model):
+    """The module inside a DistributedDataParallel wrapper, or the model itself."""
+    return getattr(model, "module", model)
+
+
 @dataclass
 class Distributed:
     rank: int

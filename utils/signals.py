@@ -16,6 +16,11 @@ logger = logging.getLogger(__name__)
 class RunInterrupted(RuntimeError):
     """A stop was requested; the message says what was kept."""
 
+    @classmethod
+    def at(cls, where, kept):
+        """``Stopped <where>; <kept>.``: the one form of every stop message (tools.results reads it)."""
+        return cls(f"Stopped {where}; {kept}.")
+
 
 class StopRequest:
     def __init__(self):
