@@ -135,7 +135,8 @@ def test_demo_config_is_the_default_of_config_path():
     "antialias", "`RandomResizedCrop`", "`zero_grad`", "10 restarts", "`N_sma >= 5`",
     # theirs, not reproduced
     "anomaly detection", "DataParallel", "seeds torch once at import",
-    
+    # what a user of their environment looks for and does not find
+    "torch-scatter", "python -m benchmarks.mpn",
 ])
 def test_differences_name_what_the_authors_code_ran(behaviour):
     assert behaviour in page("differences.md")
