@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 import torch
 
 from dataset import ClassBalancedSampler, build_eval_loader, build_train_loader, ensure_demo_dataset
-from evaluation import Evaluator, resolve_kmeans_backend
+from evaluation import Evaluator
 from evaluation.refinement import RefinementOptions
 from utils.errors import UserInputError
 
@@ -84,7 +84,7 @@ def build_data(recipe, mode, rank=0, world_size=1, pin_memory=False):
                 seed=seed, generator=train_loader.generator)
 
 
-def build_evaluators(config, device, autocast_dtype=None, distributed=None, stop_request=None):
+def build_evaluators(recipe, device, autocast_dtype=None, distributed=None, stop_request=None):
     """The test evaluator of the dataset's metric set, and the validation one when classes are held out.
 
     Under torchrun every rank embeds its shard; the shards are gathered and
@@ -92,6 +92,7 @@ def build_evaluators(config, device, autocast_dtype=None, distributed=None, stop
     ``stop_request`` an evaluation stops within one batch of a signal (all
     ranks together).
     """
+    config = recipe.config
     should_stop = None
     if stop_request is not None:
         should_stop = (lambda: distributed.any_rank(stop_request.is_set())) if distributed else stop_request.is_set
@@ -99,13 +100,12 @@ def build_evaluators(config, device, autocast_dtype=None, distributed=None, stop
                    nmi_seed=config["train_params"]["seed"],
                    gather=distributed.gather_embeddings if distributed else None,
                    share=distributed.share_from_main if distributed else None,
-                   output_option=config["eval_params"]["output_test_enc"],
+                   output_option=recipe.embedding_output,
                    extra_metrics=config["eval_params"]["metrics"],
-                   kmeans_backend=resolve_kmeans_backend(config["eval_params"]["kmeans"],
-                                                         config["dataset"]["dataset_short"]),
+                   kmeans_backend=recipe.kmeans_backend,
                    should_stop=should_stop)
-    evaluators = {"test": Evaluator(config["dataset"]["dataset_short"], **options)}
-    if config["dataset"]["val"] and config["mode"] not in ("test", "pseudo_test"):
+    evaluators = {"test": Evaluator(recipe.dataset_name, **options)}
+    if recipe.holds_out_classes and config["mode"] not in ("test", "pseudo_test"):
         evaluators["val"] = Evaluator(VALIDATION_METRIC_SET, **options)
     return evaluators
 

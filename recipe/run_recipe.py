@@ -18,6 +18,7 @@ import torch
 
 from dataset.build import build_dataset, mlrc_fold, validation_cut
 from dataset.transforms import AUTHORS_STD, CAFFE_MEAN_BGR, CAFFE_STD, IMAGENET_MEAN, build_transform
+from evaluation.clustering import resolve_kmeans_backend
 from evaluation.neighbours import distance_name
 from net import backbone_input_config, build_backbone, build_mpn, load_weights
 
@@ -124,6 +125,11 @@ class RunRecipe:
     def distance(self):
         """The distance the evaluation ranks by: 'cosine' for In-Shop, else 'euclidean'."""
         return distance_name(self.dataset_name)
+
+    @property
+    def kmeans_backend(self):
+        """The k-means back end of this run's NMI (``eval_params.kmeans`` resolved for its dataset)."""
+        return resolve_kmeans_backend(self.config["eval_params"]["kmeans"], self.dataset_name)
 
     @property
     def embedding_output(self):
