@@ -23,6 +23,9 @@ SUMMARY_NAME = "summary.json"
 TEST_METRICS_NAME = "metrics.json"
 CHECKPOINT_NAME = "last.pth"
 PICTURES_FOLDER = "pictures"
+# A hyper_search folder: one trial_NNN/ run folder per trial, the table of trials and the winner.
+TRIALS_NAME = "trials.csv"
+BEST_CONFIG_NAME = "best_config.yaml"
 
 
 def name_for_files(text):
