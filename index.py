@@ -24,8 +24,8 @@ def parse_args(argv=None):
     parser.add_argument("--kind", required=True, choices=("flat", "ivf", "hnsw"),
                         help="flat: exact; ivf: inverted lists; hnsw: a neighbour graph.")
     parser.add_argument("--output", required=True, help="The .index file to write (its .index.npz beside it).")
-    parser.add_argument("--nlist", type=int, help="ivf: number of lists (default: about sqrt of the gallery size).")
-    parser.add_argument("--nprobe", type=int, help="ivf: lists a query scans (default: 1/32 of them, at least 8).")
+    parser.add_argument("--nlist", type=int, help="ivf: number of lists (default: 4 sqrt of the gallery size).")
+    parser.add_argument("--nprobe", type=int, help="ivf: lists a query scans (default: 1/512 of them, at least 8).")
     parser.add_argument("--hnsw_m", type=int, help="hnsw: links per item (default 32).")
     parser.add_argument("--ef_construction", type=int, help="hnsw: beam width while building (default 80).")
     parser.add_argument("--ef_search", type=int, help="hnsw: beam width while searching (default 128).")

@@ -125,7 +125,9 @@ class TorchScriptNetwork:
     """A TorchScript file loaded with ``torch.jit.load`` on the CPU."""
 
     def __init__(self, data):
-        self.module = torch.jit.load(io.BytesIO(data), map_location="cpu").eval()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch.jit's deprecation; the file loads as ever
+            self.module = torch.jit.load(io.BytesIO(data), map_location="cpu").eval()
 
     def __call__(self, images):
         with torch.no_grad():
