@@ -13,7 +13,8 @@ classes. Distances are Euclidean, as the paper's datasets but In-Shop.
 Per kind, with the parameters ``index.py`` chooses for the size: build
 time (training and adding), memory (the bytes of the index, as written to
 disk and held in memory), queries per second (all queries in one search,
-``--threads`` faiss threads) and recall@10: the share of the exact 10
+``--threads`` faiss threads, the best of 2 for exact search and of 3 for
+the others) and recall@10: the share of the exact 10
 nearest (the ``flat`` index) that the kind returns; for ``ivf`` and
 ``hnsw`` also with half and twice the default search effort (``nprobe``,
 ``ef_search``), which needs no new build.
@@ -35,6 +36,8 @@ ITEMS_PER_CATEGORY = 2000
 CATEGORY_SPREAD, CLASS_SPREAD, ITEM_SPREAD = 1.0, 0.7, 0.45
 GENERATION_CHUNK = 100_000
 TOP_K = 10
+# Searches of all queries per measurement, the fastest kept (exact search takes a minute on a million).
+EXACT_REPEATS, APPROXIMATE_REPEATS = 2, 3
 
 
 def parse_args(argv=None):
@@ -101,11 +104,17 @@ def index_bytes(index):
     return written[0]
 
 
-def timed_search(index, queries, search_parameters=None):
-    """``(queries per second, neighbours)`` of one search of all queries."""
-    started = time.perf_counter()
-    _, neighbours = index.search(queries, TOP_K, params=search_parameters)
-    return len(queries) / (time.perf_counter() - started), neighbours
+def timed_search(index, queries, search_parameters, repeats):
+    """``(queries per second, neighbours)``: the best of ``repeats`` searches of all queries.
+
+    The best, because other jobs on a shared machine only ever slow a search down.
+    """
+    best = 0.0
+    for _ in range(repeats):
+        started = time.perf_counter()
+        _, neighbours = index.search(queries, TOP_K, params=search_parameters)
+        best = max(best, len(queries) / (time.perf_counter() - started))
+    return best, neighbours
 
 
 def search_variants(parameters):
@@ -126,7 +135,8 @@ def measure(kind, gallery, queries):
     started = time.perf_counter()
     index = build_index(gallery, "euclidean", parameters)
     build_seconds = time.perf_counter() - started
-    searches = [(label, *timed_search(index, queries, search_parameters))
+    repeats = EXACT_REPEATS if kind == "flat" else APPROXIMATE_REPEATS
+    searches = [(label, *timed_search(index, queries, search_parameters, repeats))
                 for label, search_parameters in search_variants(parameters)]
     return parameters, build_seconds, index_bytes(index), searches
 

@@ -45,7 +45,8 @@ def drop_excluded(values, found, k, distance, exclude):
     ``k`` neighbours (missing ones have index -1); ``exclude`` is
     ``(num_queries, m)``, -1 padded. Every row must keep ``k`` results.
     """
-    exclude = np.asarray(exclude).reshape(len(found), -1)
+    exclude = np.asarray(exclude)
+    exclude = exclude[:, None] if exclude.ndim == 1 else exclude
     # Padding (-1) can only equal a missing result, which is dropped anyway.
     keep = (found >= 0) & ~(found[:, :, None] == exclude[:, None, :]).any(2)
     rows = [np.flatnonzero(row)[:k] for row in keep]
@@ -66,7 +67,7 @@ def faiss_nearest_neighbours(queries, items, k, distance="euclidean", exclude=No
     index.add(prepared_vectors(items, distance))
     if exclude is None:
         exclude = torch.full((len(queries), 1), -1, dtype=torch.int64)
-    exclude = exclude.reshape(len(queries), -1).cpu().numpy()
+    exclude = (exclude[:, None] if exclude.dim() == 1 else exclude).cpu().numpy()
     asked = min(k + int((exclude >= 0).sum(1).max(initial=0)), len(items))
     values, found = index.search(prepared_vectors(queries, distance), asked)
     return drop_excluded(values, found, k, distance, exclude)

@@ -50,7 +50,7 @@ def nearest_neighbours(queries, items, k, distance="euclidean", exclude=None, bl
     num_queries = len(queries)
     if exclude is None:
         exclude = torch.full((num_queries, 1), -1, dtype=torch.int64)
-    exclude = exclude.reshape(num_queries, -1)
+    exclude = exclude[:, None] if exclude.dim() == 1 else exclude
     available = len(items) - most_excluded(exclude)
     if k < 1 or k > available:
         raise ValueError(f"k must be between 1 and {available}, got {k}")

@@ -162,7 +162,8 @@ class GalleryIndex:
 
     def search(self, queries, k, exclude):
         """``(indices, distances)`` of the ``k`` nearest items of each query, ``exclude`` (-1 padded) left out."""
-        exclude = np.asarray(exclude).reshape(len(queries), -1)
+        exclude = np.asarray(exclude)
+        exclude = exclude[:, None] if exclude.ndim == 1 else exclude
         asked = min(self.index.ntotal, k + int((exclude >= 0).sum(1).max(initial=0)))
         vectors = prepared_vectors(queries, self.items.distance)
         values = np.empty((len(vectors), asked), dtype=np.float32)
