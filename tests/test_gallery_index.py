@@ -189,3 +189,13 @@ def test_bad_index_inputs_are_one_sentence(embedded_tree, tmp_path, caplog):
     refused(caplog, retrieve.main, ["--gallery", str(index_file), "--queries", str(embedded_tree), "--top_k", "3",
                                     "--output", str(tmp_path / "o")], "has no g.index.npz beside it")
     assert not (tmp_path / "o").exists()
+
+
+def test_parameters_follow_the_gallery_size_unless_given():
+    from inference.gallery_index import IndexParameters, index_parameters
+    assert index_parameters("ivf", 1_000_000) == IndexParameters("ivf", nlist=4000, nprobe=8)
+    assert index_parameters("ivf", 16_000_000) == IndexParameters("ivf", nlist=16000, nprobe=32)
+    assert index_parameters("ivf", 1200) == IndexParameters("ivf", nlist=30, nprobe=8)  # at least 39 points per list
+    assert index_parameters("ivf", 1200, nprobe=3) == IndexParameters("ivf", nlist=30, nprobe=3)
+    assert index_parameters("hnsw", 10, ef_search=20) == IndexParameters("hnsw", hnsw_m=32, ef_construction=80,
+                                                                         ef_search=20)
