@@ -19,6 +19,7 @@ import torch
 from dataset.build import build_dataset, mlrc_fold, validation_cut
 from dataset.transforms import AUTHORS_STD, CAFFE_MEAN_BGR, CAFFE_STD, IMAGENET_MEAN, build_transform
 from evaluation.clustering import resolve_kmeans_backend
+from evaluation.metric_sets import metric_set
 from evaluation.neighbours import distance_name
 from net import backbone_input_config, build_backbone, build_mpn, load_weights
 
@@ -135,6 +136,11 @@ class RunRecipe:
     def embedding_output(self):
         """``eval_params.output_test_enc``: which backbone output the evaluation embeds."""
         return self.config["eval_params"]["output_test_enc"]
+
+    @property
+    def test_splits(self):
+        """The splits the test embeds: In-Shop's 'query' and 'gallery', else 'test'."""
+        return ("query", "gallery") if metric_set(self.dataset_name).query_gallery else ("test",)
 
     def dataset(self, split, transform=None):
         """The Dataset of ``split`` ('train', 'val', 'test'; In-Shop 'query' / 'gallery')."""
