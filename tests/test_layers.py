@@ -13,7 +13,7 @@ LAYERS = [
     {"run_folder"},
     {"inference"},
     {"engine"},
-    {"train", "embed", "retrieve", "tools", "benchmarks"},
+    {"train", "embed", "retrieve", "export", "index", "tools", "benchmarks"},
 ]
 RANK = {package: rank for rank, packages in enumerate(LAYERS) for package in packages}
 
