@@ -44,6 +44,7 @@ def test_a_module_imports_only_its_own_layer_and_those_below(path, top):
     assert above == [], f"{path.relative_to(REPO)} ({top}) imports {above}, which lie above it"
 
 
-def test_every_package_has_a_layer():
+def test_every_package_and_top_level_command_has_a_layer():
     packages = {path.parent.name for path in REPO.glob("*/__init__.py")} - {"tests"}
-    assert packages <= set(RANK), sorted(packages - set(RANK))
+    commands = {path.stem for path in REPO.glob("*.py")}
+    assert packages | commands <= set(RANK), sorted((packages | commands) - set(RANK))
