@@ -178,7 +178,7 @@ def main(argv=None):
     setup_console_logging()
     args = parse_args(argv)
     # Imported late so that `--help` and config errors answer without loading the models.
-    from evaluation.clustering import nmi_backend
+    from evaluation.clustering import resolve_kmeans_backend
     from engine.build import build_setup, run_train
     from engine.test_modes import run_pseudo_test, run_test
     from engine.hyper_search import check_search_space, run_hyper_search
@@ -211,7 +211,8 @@ def main(argv=None):
                 logger.info("Resuming with %s (changes a resume allows), recorded in %s",
                             describe(resume_changes), run_dir / CONFIG_NAME)
             write_environment(run_dir, environment_record(
-                command_line(argv), REPO_ROOT, device, threads.threads, nmi_backend(),
+                command_line(argv), REPO_ROOT, device, threads.threads,
+                resolve_kmeans_backend(config["eval_params"]["kmeans"], config["dataset"]["dataset_short"]),
                 distributed.world_size if distributed else 1))
         logger.info("Run folder %s, device %s, mode %s%s", run_dir, device, mode,
                     f", torchrun: {distributed.world_size} process(es), {distributed.backend()}"
