@@ -22,7 +22,7 @@ from utils.errors import UserInputError
 from utils.precision import AS_THE_AUTHORS, resolve_is_apex
 from run_folder.layout import CONFIG_NAME, SUMMARY_NAME, write_resolved_config, write_summary
 from run_folder.provenance import environment_record, write_environment
-from run_folder.resume import RESUME_SAFE_KEYS, describe, differences, recorded_config
+from run_folder.resume import ALLOW_FLAG, describe, inexact_resume_note, plan_resume
 from run_folder.run_dir import attach_log_file, detach_log_file, make_run_dir
 from utils.console import setup_console_logging
 from utils.threads import apply_threads, choose_threads, log_threads
@@ -51,6 +51,10 @@ def parse_args(argv=None):
     parser.add_argument("--is_apex", type=is_apex_value, help="authors, 0 or 1; overrides train_params.is_apex.")
     parser.add_argument("--output_dir", help="Folder for run folders (default: <output_paht>/runs).")
     parser.add_argument("--resume", help="Continue a run: its folder or its last.pth.")
+    parser.add_argument(ALLOW_FLAG, action="store_true",
+                        help="With --resume: accept changes that alter the numbers from where the run continues "
+                             "(CPU threads, device, library versions, evaluation batching); the run records that "
+                             "it was not resumed exactly.")
     parser.add_argument("--seed", type=int, help="Overrides train_params.seed.")
     parser.add_argument("--threads", type=int, help="Overrides train_params.threads (CPU threads of torch).")
     parser.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda if available, else cpu).")
@@ -106,11 +110,12 @@ def run_name(config):
 def load_run_config(args):
     """The config of a new run, or of the run that ``--resume`` continues, with the flags applied.
 
-    Returns ``(config, resume_path, changes)``; ``changes`` lists the keys a
-    resume may change that differ from the run's record (see run_folder.resume).
+    Returns ``(config, resume)``; ``resume`` is None for a new run, else a
+    ``run_folder.resume.Resume`` (the checkpoint, the changes, whether the
+    run is already finished).
     """
     if not args.resume:
-        return load_config(args.config_path, config_overrides(args)), None, []
+        return load_config(args.config_path, config_overrides(args)), None
     resume_path = resolve_resume_path(args.resume)
     run_dir = resume_path.parent
     config_path = run_dir / CONFIG_NAME
@@ -122,13 +127,17 @@ def load_run_config(args):
     if config["mode"] != "train":
         raise UserInputError(f"--resume {args.resume}: that run has mode '{config['mode']}', and only training "
                              "runs can be resumed; start it again instead.")
-    changes = differences(recorded_config(run_dir), config)
-    refused = [change for change in changes if change[0] not in RESUME_SAFE_KEYS]
-    if refused:
-        raise UserInputError(f"--resume {args.resume} continues the recorded run exactly, but {describe(refused)} "
-                             f"differ(s) from its record (from {config_path} or the command line); undo "
-                             "that, or start a new run with it.")
-    return config, resume_path, changes
+    return config, plan_resume(resume_path, config)
+
+
+def record_run_start(run_dir, config, resume, environment):
+    """config.yaml (new run, or a resume that changed keys), the log of the changes, environment*.json."""
+    if resume is None or resume.changes or not resume.exact:
+        note = inexact_resume_note(resume.all_records()) if resume is not None else ""
+        write_resolved_config(config, run_dir, note)
+    if resume is not None and resume.changes:
+        logger.info("Resuming with %s, recorded in %s", describe(resume.changes), run_dir / CONFIG_NAME)
+    write_environment(run_dir, environment)
 
 
 def choose_cpu_threads(config):
@@ -144,10 +153,10 @@ def command_line(argv):
     return ["python", *sys.argv] if argv is None else ["python", "train.py", *argv]
 
 
-def create_run_dir(args, config, resume_path, distributed):
+def create_run_dir(args, config, resume, distributed):
     """A resumed run keeps its folder; under torchrun rank 0 creates it and tells the others."""
-    if resume_path is not None:
-        return resume_path.parent
+    if resume is not None:
+        return resume.run_dir
     run_dir = None
     if distributed is None or distributed.is_main:
         output_root = Path(args.output_dir) if args.output_dir else Path(config["output_paht"]) / "runs"
@@ -193,27 +202,28 @@ def main(argv=None):
         is_main = distributed is None or distributed.is_main
         if not is_main:
             logging.getLogger().setLevel(logging.WARNING)
-        config, resume_path, resume_changes = load_run_config(args)
+        config, resume = load_run_config(args)
+        if resume is not None and resume.finished:
+            logger.info("%s", resume.finished_message())
+            return 0
         threads = choose_cpu_threads(config)
         device, device_requested = distributed.device_and_request() if distributed else resolve_device(args.device)
         config, precision_note = resolve_is_apex(config, device)
         mode = config["mode"]
+        environment = environment_record(
+            command_line(argv), REPO_ROOT, device, threads.threads,
+            resolve_kmeans_backend(config["eval_params"]["kmeans"], config["dataset"]["dataset_short"]),
+            distributed.world_size if distributed else 1)
+        if resume is not None:
+            resume.check_environment(environment, args.allow_different_numbers)
         if mode == "hyper_search":
             check_search_space(config, args.config_path)
         setup = None if mode == "hyper_search" else build_setup(config, mode, device, device_requested, distributed,
                                                                 stop_request)
-        run_dir = create_run_dir(args, config, resume_path, distributed)
+        run_dir = create_run_dir(args, config, resume, distributed)
         if is_main:
             log_file = attach_log_file(run_dir)
-            if resume_path is None or resume_changes:
-                write_resolved_config(config, run_dir)
-            if resume_changes:
-                logger.info("Resuming with %s (changes a resume allows), recorded in %s",
-                            describe(resume_changes), run_dir / CONFIG_NAME)
-            write_environment(run_dir, environment_record(
-                command_line(argv), REPO_ROOT, device, threads.threads,
-                resolve_kmeans_backend(config["eval_params"]["kmeans"], config["dataset"]["dataset_short"]),
-                distributed.world_size if distributed else 1))
+            record_run_start(run_dir, config, resume, environment)
         logger.info("Run folder %s, device %s, mode %s%s", run_dir, device, mode,
                     f", torchrun: {distributed.world_size} process(es), {distributed.backend()}"
                     if distributed else "")
@@ -229,7 +239,7 @@ def main(argv=None):
             elif mode == "hyper_search":
                 run_hyper_search(config, run_dir, device, device_requested, stop_request)
             else:
-                run_train(setup, run_dir, resume_path, stop_request)
+                run_train(setup, run_dir, resume, stop_request)
         finally:
             stop_request.uninstall()
     except UserInputError as error:
