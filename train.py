@@ -56,6 +56,7 @@ def parse_args(argv=None):
                              "(CPU threads, device, library versions, evaluation batching); the run records that "
                              "it was not resumed exactly.")
     parser.add_argument("--seed", type=int, help="Overrides train_params.seed.")
+    parser.add_argument("--label", help="Overrides label: a name for the run that tools.results shows.")
     parser.add_argument("--threads", type=int, help="Overrides train_params.threads (CPU threads of torch).")
     parser.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda if available, else cpu).")
     return parser.parse_args(argv)
@@ -82,6 +83,7 @@ def config_overrides(args):
         "train_params.is_apex": args.is_apex,
         "train_params.seed": args.seed,
         "train_params.threads": args.threads,
+        "label": args.label,
     }
     overrides = {key: value for key, value in flags.items() if value is not None}
     for setting in args.settings:

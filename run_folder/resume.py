@@ -6,7 +6,7 @@ with. ``--resume`` loads the run folder's ``config.yaml`` with the
 command-line overrides applied and compares it with the record:
 
 - ``KEYS_KEEPING_NUMBERS`` (the length of the run, the loader workers,
-  where runs go, pictures and TensorBoard) change neither the weights nor
+  where runs go, the run's label, pictures and TensorBoard) change neither the weights nor
   the metrics: they are applied and recorded;
 - ``KEYS_CHANGING_NUMBERS`` (the evaluation's batching, which rounds the
   embeddings and distances differently) and a different environment (device,
@@ -36,6 +36,7 @@ KEYS_KEEPING_NUMBERS = (
     "train_params.num_epochs",
     "dataset.nb_workers",
     "output_paht",
+    "label",
     "train_params.threads",  # the thread count itself is compared in the environment (the automatic choice too)
     "logging.pictures",
     "logging.embedding_map",
