@@ -33,6 +33,7 @@ logger = logging.getLogger("train")
 DEFAULT_CONFIG = "config/config_demo_train.yaml"
 REPO_ROOT = Path(__file__).resolve().parent
 EXIT_DIVERGED = 1
+EVALUATION_MODES = ("test", "pseudo_test")
 OTHER_RANKS_EXIT_DELAY_S = 2.0
 
 
@@ -51,6 +52,8 @@ def parse_args(argv=None):
     parser.add_argument("--is_apex", type=is_apex_value, help="authors, 0 or 1; overrides train_params.is_apex.")
     parser.add_argument("--output_dir", help="Folder for run folders (default: <output_paht>/runs).")
     parser.add_argument("--resume", help="Continue a run: its folder or its last.pth.")
+    parser.add_argument("--run", help="With --mode test or pseudo_test: evaluate the best weights of this finished "
+                                      "training run folder (or 'latest', the newest in runs/) with its own config.")
     parser.add_argument(ALLOW_FLAG, action="store_true",
                         help="With --resume: accept changes that alter the numbers from where the run continues "
                              "(CPU threads, device, library versions, evaluation batching); the run records that "
@@ -116,6 +119,8 @@ def load_run_config(args):
     ``run_folder.resume.Resume`` (the checkpoint, the changes, whether the
     run is already finished).
     """
+    if args.run:
+        return load_config(*evaluation_of_run(args)), None
     if not args.resume:
         return load_config(args.config_path, config_overrides(args)), None
     resume_path = resolve_resume_path(args.resume)
@@ -130,6 +135,24 @@ def load_run_config(args):
         raise UserInputError(f"--resume {args.resume}: that run has mode '{config['mode']}', and only training "
                              "runs can be resumed; start it again instead.")
     return config, plan_resume(resume_path, config)
+
+
+def evaluation_of_run(args):
+    """``(config path, overrides)`` of ``--run RUN --mode test|pseudo_test``: the run's config.yaml, its
+    best backbone and MPN files (named by its summary.json), then the other flags."""
+    from inference.run_model import best_weights_files, resolve_run_folder
+    if args.mode not in EVALUATION_MODES or args.resume:
+        raise UserInputError(f"--run {args.run} evaluates a finished training run; add --mode pseudo_test "
+                             "(backbone and MPN-refined) or --mode test (backbone), without --resume.")
+    if args.config_path != str(REPO_ROOT / DEFAULT_CONFIG) or args.bb_path or args.gnn_path:
+        raise UserInputError(f"--run {args.run} takes the config and the weights from the run folder; drop "
+                             "--config_path, --bb_path and --gnn_path, or drop --run.")
+    run_dir = resolve_run_folder(args.run)
+    backbone, mpn = best_weights_files(run_dir)
+    logger.info("--run %s: its config.yaml, best backbone %s and MPN %s", run_dir, backbone.name, mpn.name)
+    overrides = {"models.encoder_params.pretrained_path": str(backbone),
+                 "models.gnn_params.pretrained_path": str(mpn), **config_overrides(args)}
+    return run_dir / CONFIG_NAME, overrides
 
 
 def record_run_start(run_dir, config, resume, environment):
