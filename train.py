@@ -1,7 +1,8 @@
 """Command line: `python train.py --config_path config/<file>.yaml`.
 
 Trains and evaluates (``mode: train``), evaluates released weights
-(``mode: test``) or runs the authors' random search (``mode: hyper_search``).
+(``mode: test``; ``--run RUN --mode test|pseudo_test`` a finished run's own)
+or runs the authors' random search (``mode: hyper_search``).
 The config is validated once, up front; a problem the user can fix stops
 the run with one sentence and exit code 2 before any long work starts.
 """
