@@ -8,8 +8,8 @@ graph for each MPN output feature (``eval_params.output_test_gnn``: plain,
 norm, neck), and prints one Markdown table of the test R@1 and NMI, the
 backbone alone first. ``--pattern_run FOLDER`` first writes a dataset that
 the tests build (tests/conftest.py's class pattern images, more classes and
-images) into FOLDER and trains the demo config on it (``--epochs``), then
-evaluates that run too.
+images, Gaussian noise added: ``--noise``) into FOLDER and trains the demo
+config on it (``--epochs``), then evaluates that run too.
 
 Run by hand from the repository root, e.g.
 ``python -m benchmarks.mpn_at_test_time --run runs/demo_resnet18_train_* --pattern_run runs/mpn_pattern``.
@@ -19,6 +19,8 @@ import logging
 import sys
 from pathlib import Path
 
+import numpy as np
+import PIL.Image
 import torch
 import yaml
 
@@ -35,17 +37,31 @@ def parse_args(argv=None):
     parser.add_argument("--run", nargs="*", default=[], help="Finished training run folders.")
     parser.add_argument("--pattern_run", help="New folder: train on the tests' pattern images, then evaluate.")
     parser.add_argument("--epochs", type=int, default=8, help="Epochs of the pattern run (default 8).")
+    parser.add_argument("--noise", type=float, default=90.0,
+                        help="Std of the Gaussian noise added to every pattern image, in grey levels (default 90; "
+                             "the tests' images alone are learnt perfectly in one epoch).")
     parser.add_argument("--graph_sizes", type=int, nargs="+", default=list(GRAPH_SIZES))
     parser.add_argument("--k1", type=int, nargs="+", default=list(K1S))
     return parser.parse_args(argv)
 
 
-def train_pattern_run(folder, epochs):
-    """The demo config on ``PATTERN_CLASSES`` classes of pattern images; the run folder."""
+def add_noise(root, std, seed=0):
+    """Gaussian noise of ``std`` grey levels on every PNG below ``root`` (the same draw every time)."""
+    rng = np.random.default_rng(seed)
+    for path in sorted(Path(root).rglob("*.png")):
+        with PIL.Image.open(path) as image:
+            pixels = np.asarray(image, dtype=np.float64)
+        pixels = np.clip(pixels + rng.normal(0, std, pixels.shape), 0, 255).astype(np.uint8)
+        PIL.Image.fromarray(pixels).save(path)
+
+
+def train_pattern_run(folder, epochs, noise):
+    """The demo config on ``PATTERN_CLASSES`` classes of noisy pattern images; the run folder."""
     import train
     from tests.conftest import write_class_pattern_images
     folder = Path(folder)
     data = write_class_pattern_images(folder / "data", PATTERN_CLASSES, PATTERN_IMAGES)
+    add_noise(data, noise)
     raw = yaml.safe_load((REPO_ROOT / "config" / "config_demo_train.yaml").read_text())
     trained = PATTERN_CLASSES // 2
     raw["dataset"].update(dataset_path=str(data), dataset_short="cub", num_classes=trained)
@@ -113,7 +129,7 @@ def main(argv=None):
     args = parse_args(argv)
     runs = list(args.run)
     if args.pattern_run:
-        runs.append(train_pattern_run(args.pattern_run, args.epochs))
+        runs.append(train_pattern_run(args.pattern_run, args.epochs, args.noise))
     rows = [row for run in runs for row in rows_of_run(run, args.graph_sizes, args.k1)]
     sys.stdout.write(table(rows) + "\n")
     return 0
