@@ -19,7 +19,8 @@ logger = logging.getLogger("embed")
 def add_model_arguments(parser, with_device=True):
     """``--run`` or ``--weights`` with ``--config_path``, and ``--device`` (shared with retrieve.py and export.py,
     which exports from the CPU and so takes no ``--device``)."""
-    parser.add_argument("--run", help="A finished training run folder: its config.yaml and best backbone.")
+    parser.add_argument("--run", help="A finished training run folder (its config.yaml and best backbone), or "
+                                      "'latest': the newest finished run in runs/.")
     parser.add_argument("--weights", help="Backbone weights file (instead of --run; needs --config_path).")
     parser.add_argument("--config_path", help="The config the --weights were trained with.")
     if with_device:
