@@ -39,11 +39,13 @@ IVF_MIN_POINTS_PER_LIST = 39
 IVF_KMEANS_ITERATIONS = 10
 # The share of lists a query probes: 1 / IVF_PROBE_DIVISOR of them, at least IVF_MIN_PROBES. A list is
 # scanned vector by vector, far slower per vector than the matrix products of exact search, so the share
-# must stay small for IVF to be worth it: on a million items 16 of 4000 lists gave 8x exact search's
-# queries per second at recall@10 1.0 (benchmarks.index).
+# must stay small for IVF to be worth it: on a million clustered items 8 of 4000 lists gave 26-60x exact
+# search's queries per second at recall@10 1.000, 16 lists 8-25x (benchmarks.index, docs/deploy.md).
 IVF_PROBE_DIVISOR = 512
 IVF_MIN_PROBES = 8
 HNSW_LINKS = 32
+# Enough up to a few hundred thousand items; a million clustered ones recall 0.73 with it and need about
+# 200 (docs/deploy.md), for three times the build.
 HNSW_EF_CONSTRUCTION = 80
 HNSW_EF_SEARCH = 128
 # Items added (and queries searched) per step of the progress bar.
