@@ -23,6 +23,7 @@ from torch import nn
 
 from dataset.loaders import build_eval_loader
 from utils.errors import UserInputError
+from utils.safe_load import load_own_torchscript
 from utils.io import atomic_write, atomic_write_text, write_together
 
 logger = logging.getLogger(__name__)
@@ -125,9 +126,7 @@ class TorchScriptNetwork:
     """A TorchScript file loaded with ``torch.jit.load`` on the CPU."""
 
     def __init__(self, data):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)  # torch.jit's deprecation; the file loads as ever
-            self.module = torch.jit.load(io.BytesIO(data), map_location="cpu").eval()
+        self.module = load_own_torchscript(data).eval()
 
     def __call__(self, images):
         with torch.no_grad():

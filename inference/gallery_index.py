@@ -178,23 +178,27 @@ class GalleryIndex:
     def search_until_complete(self, vectors, asked, k, exclude):
         """faiss' results, rows short of ``k`` usable results searched again, twice as wide each time."""
         widening = 1
-        values, found = self.index.search(vectors, asked, params=self.search_parameters(asked, widening))
+        self.set_search_effort(asked, widening)
+        values, found = self.index.search(vectors, asked)
         short = usable_counts(found, exclude) < k
         while short.any() and self.can_widen(widening):
             widening *= 2
-            values[short], found[short] = self.index.search(vectors[short], asked,
-                                                            params=self.search_parameters(asked, widening))
+            self.set_search_effort(asked, widening)
+            values[short], found[short] = self.index.search(vectors[short], asked)
             short = usable_counts(found, exclude) < k
         return values, found
 
-    def search_parameters(self, asked, widening):
-        faiss = faiss_module("retrieve.py --gallery FILE.index", "give the .npz file of embed.py")
+    def set_search_effort(self, asked, widening):
+        """The lists IVF probes, or the candidates HNSW keeps, ``widening`` times the index's own.
+
+        Set on the index rather than passed as faiss' ``params``: libraries that
+        patch ``Index.search`` for torch tensors (faiss.contrib.torch_utils, which
+        pytorch-metric-learning imports) drop that argument.
+        """
         if self.parameters.kind == "ivf":
-            return faiss.SearchParametersIVF(nprobe=min(self.parameters.nlist, self.parameters.nprobe * widening))
-        if self.parameters.kind == "hnsw":
-            return faiss.SearchParametersHNSW(efSearch=min(self.index.ntotal,
-                                                           max(asked, self.parameters.ef_search) * widening))
-        return None
+            self.index.nprobe = min(self.parameters.nlist, self.parameters.nprobe * widening)
+        elif self.parameters.kind == "hnsw":
+            self.index.hnsw.efSearch = min(self.index.ntotal, max(asked, self.parameters.ef_search) * widening)
 
     def can_widen(self, widening):
         if self.parameters.kind == "ivf":

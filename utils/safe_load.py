@@ -6,10 +6,14 @@ checkpoint and weights file of this project is therefore read here, with
 ``torch.load(weights_only=True)``: tensors, numbers, strings, lists, tuples
 and dicts come back, anything else is refused before it is built. A test
 (tests/test_safe_loading.py) fails if another module calls ``torch.load``
-or imports ``pickle``.
+or ``torch.jit.load``, or imports ``pickle``. The one ``torch.jit.load``
+here opens only a TorchScript file this process has just exported, to run
+it in its runtime before it is written; no file a user gives is loaded so.
 """
+import io
 import pickle
 import re
+import warnings
 
 import torch
 
@@ -60,6 +64,13 @@ def load_torch_file(path, given_by, allowed_globals=()):
             "torch.save(model.state_dict()) from a source you trust.", refused) from None
     except Exception as error:  # torch raises many types for a damaged or foreign file
         raise UnreadableFileError(type(error).__name__) from None
+
+
+def load_own_torchscript(data):
+    """The TorchScript module in ``data``, bytes that ``torch.jit.save`` wrote in this process, on the CPU."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit's deprecation; the file loads as ever
+        return torch.jit.load(io.BytesIO(data), map_location="cpu")
 
 
 def refused_name(message):
