@@ -64,7 +64,7 @@ def build_setup(config, mode, device, device_requested=False, distributed=None, 
     backbone, mpn = recipe.build_models(device)
     if distributed is not None:
         distributed.check_options(config)
-    evaluators = build_evaluators(config, device, precision.dtype, distributed, stop_request)
+    evaluators = build_evaluators(recipe, device, precision.dtype, distributed, stop_request)
     return Setup(config, recipe, device, data, precision, backbone, mpn, evaluators, distributed)
 
 

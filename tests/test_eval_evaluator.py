@@ -187,6 +187,7 @@ def test_every_extra_metric_column_is_read_as_a_metric_by_the_run_records():
                                                    ("config/config_cars_test.yaml", "sklearn")])
 def test_paper_configs_score_nmi_with_the_authors_sklearn_kmeans(config_file, expected):
     from engine.components import build_evaluators
+    from recipe import RunRecipe
     from schema import load_config
-    evaluators = build_evaluators(load_config(config_file), torch.device("cpu"))
+    evaluators = build_evaluators(RunRecipe(load_config(config_file)), torch.device("cpu"))
     assert evaluators["test"].kmeans_backend == expected
