@@ -120,7 +120,7 @@ def log_summary(table):
 
 
 def bad_row(file, line, problem, fix):
-    return UserInputError(f"The table {file} has {problem} at line {line}; {fix}.")
+    return UserInputError(f"The table {file} has, at line {line}, {problem}; {fix}.")
 
 
 def is_blank(row):

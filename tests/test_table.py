@@ -189,7 +189,7 @@ def test_every_bad_row_is_one_sentence_with_file_and_line_and_exit_2(case, tree,
     rows, header, words = bad_tables(tree)[case]
     table_file = write_table(tmp_path / "bad.csv", rows, header or ("path", "label", "split"))
     config = write_config(tmp_path / "c.yaml", table_config(tree, table_file))
-    message = assert_refused(tmp_path, caplog, ["--config_path", str(config)], str(table_file), "at line 9",
+    message = assert_refused(tmp_path, caplog, ["--config_path", str(config)], str(table_file), "at line 9,",
                              words, user_files=[tree, table_file])
     assert message.count(str(table_file)) == 1
 
@@ -211,7 +211,7 @@ def test_a_table_without_training_or_test_rows_is_refused(split, tree, tmp_path,
     assert_refused(tmp_path, caplog, ["--config_path", str(config)], str(table_file), f"no row with split {other}")
 
 
-@pytest.mark.parametrize("header, words", [(("path", "label"), "without the column split at line 1"),
+@pytest.mark.parametrize("header, words", [(("path", "label"), "at line 1, a header without the column split"),
                                            (("path", "label", "split", "is_query"), "is_query without is_gallery")])
 def test_a_bad_header_is_refused_at_line_1(header, words, tree, tmp_path, caplog):
     table_file = write_table(tmp_path / "t.csv", [], header)
