@@ -183,8 +183,10 @@ class TableReader:
                 flags.append(self.flag_values(flag_columns, chunk_test, rows_before))
             rows_before += len(chunk)
         is_test = np.concatenate(is_test) if is_test else np.zeros(0, dtype=bool)
-        is_query, is_gallery = (np.concatenate(flags, axis=1) if flags else np.zeros((2, 0), dtype=bool)) \
-            if self.has_flags else (np.ones(len(paths), dtype=bool),) * 2
+        if self.has_flags:
+            is_query, is_gallery = np.concatenate(flags, axis=1) if flags else np.zeros((2, 0), dtype=bool)
+        else:  # every test image is a query against all the others
+            is_query = is_gallery = np.ones(len(paths), dtype=bool)
         return self.checked_table(paths, labels, is_test, is_query, is_gallery)
 
     def header(self, names):

@@ -419,3 +419,18 @@ def test_train_test_pseudo_test_embed_and_results_on_a_tiny_table(pattern_tree, 
     assert results.main([str(tmp_path / "runs")]) == 0
     assert "| table tiny.csv |" in capsys.readouterr().out
     assert snapshot(pattern_tree) == before
+
+
+def test_paths_that_need_normalising_read_as_the_plain_ones_and_blank_lines_are_skipped(tree, tmp_path):
+    rows = image_rows(tree, TRAIN_CLASSES, "train") + image_rows(tree, TEST_CLASSES, "test")
+    plain = read_table(tree, write_table(tmp_path / "plain.csv", rows))
+    rows[0][0] = str(tree / rows[0][0])  # absolute, inside the dataset folder
+    rows[1][0] = "images/./class_00//" + rows[1][0].split("/")[-1]
+    text = "\ufeff" + (tmp_path / "plain.csv").read_text().splitlines()[0] + "\n\n" + "\n".join(
+        ",".join(row) for row in rows) + "\n\n"
+    (tmp_path / "odd.csv").write_text(text, encoding="utf-8")
+    odd = read_table(tree, tmp_path / "odd.csv")
+    assert odd.paths == plain.paths and odd.numbers.tolist() == plain.numbers.tolist()
+    with pytest.raises(UserInputError, match="at line 5, the path 'images/class_00/nothere.png'"):
+        (tmp_path / "missing.csv").write_text(text.replace(rows[2][0], "images/class_00/nothere.png"))
+        read_table(tree, tmp_path / "missing.csv")
