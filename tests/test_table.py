@@ -418,6 +418,9 @@ def test_train_test_pseudo_test_embed_and_results_on_a_tiny_table(pattern_tree, 
     capsys.readouterr()
     assert results.main([str(tmp_path / "runs")]) == 0
     assert "| table tiny.csv |" in capsys.readouterr().out
+    assert results.main([str(tmp_path / "pseudo_test")]) == 0
+    listed = capsys.readouterr().out
+    assert "| finished | table tiny.csv |" in listed and "refined_R@1" in listed
     assert snapshot(pattern_tree) == before
 
 

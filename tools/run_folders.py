@@ -98,7 +98,7 @@ def _read_run(folder):
         summary = None  # only says why the run stopped; its epochs are in metrics.csv
     run = Run(folder, FINISHED if summary is not None else IN_PROGRESS, config=config)
     run.seconds = _total_seconds(rows)
-    if config.get("mode", "train") == "test":
+    if config.get("mode", "train") in ("test", "pseudo_test"):
         return _test_mode_run(run, folder)
     if rows:
         run.last_epoch, run.last = _epoch(rows[-1]), _metrics(rows[-1])
@@ -116,13 +116,18 @@ def _read_run(folder):
 
 
 def _test_mode_run(run, folder):
-    """``mode: test`` evaluates once into metrics.json; shown as its last metrics."""
+    """``mode: test`` evaluates once into metrics.json; shown as its last metrics. ``pseudo_test``'s
+    metrics.json holds the backbone's (``test_``) and the MPN-refined ones (``refined_``)."""
     metrics = _read_json(folder / TEST_METRICS_NAME)
     if metrics is None:
         run.status, run.problem = _unfinished_status(folder / LOG_NAME)
         return run
     run.status = FINISHED
-    run.last = _percent({f"test_{name}": value for name, value in metrics.items()})
+    if isinstance(metrics.get("backbone"), dict) and isinstance(metrics.get("mpn_refined"), dict):
+        run.last = {**_percent({f"test_{name}": value for name, value in metrics["backbone"].items()}),
+                    **_percent({f"refined_{name}": value for name, value in metrics["mpn_refined"].items()})}
+    else:
+        run.last = _percent({f"test_{name}": value for name, value in metrics.items()})
     return run
 
 
