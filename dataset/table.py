@@ -341,8 +341,9 @@ class TableReader:
         test_labels = sorted(set(itertools.compress(labels, is_test)), key=label_order)
         train_number = {label: number for number, label in enumerate(training_labels)}
         test_number = {label: number for number, label in enumerate(test_labels)}
-        numbers = np.fromiter((test_number[label] if test else train_number[label]
-                               for label, test in zip(labels, is_test.tolist())), dtype=np.int64, count=len(labels))
+        numbers = np.empty(len(labels), dtype=np.int64)
+        numbers[~is_test] = list(map(train_number.__getitem__, itertools.compress(labels, ~is_test)))
+        numbers[is_test] = list(map(test_number.__getitem__, itertools.compress(labels, is_test)))
         return DatasetTable(self.file, paths, numbers, training_labels, test_labels, is_test, is_query, is_gallery,
                             self.has_flags)
 

@@ -226,6 +226,8 @@ def test_a_bad_header_is_refused_at_line_1(header, words, tree, tmp_path, caplog
     (lambda raw: raw["eval_params"].update(recall_at=[4, 2]), "'eval_params.recall_at'"),
     (lambda raw: raw["models"]["gnn_params"]["classifier"].update(num_classes=4),
      "'models.gnn_params.classifier.num_classes'"),
+    (lambda raw: (raw["dataset"].update(num_classes=5), raw["models"]["gnn_params"]["classifier"].update(
+        num_classes=5)), "has 4 training labels; set dataset.num_classes to 4"),
 ])
 def test_table_keys_are_checked_before_any_work(mutate, words, tree, tmp_path, caplog):
     table_file = query_gallery_table(tree, tmp_path / "t.csv")
@@ -415,6 +417,11 @@ def test_train_test_pseudo_test_embed_and_results_on_a_tiny_table(pattern_tree, 
     output = tmp_path / "embedded.npz"
     assert embed.main(["--run", str(run), "--images", str(pattern_tree / "images"), "--output", str(output)]) == 0
     assert np.load(output)["embeddings"].shape == (96, 512)
+    import retrieve
+    assert retrieve.main(["--run", str(run), "--gallery", str(output), "--queries",
+                          str(pattern_tree / "images" / "class_05" / "img_000.png"), "--top_k", "3",
+                          "--output", str(tmp_path / "retrieved")]) == 0
+    assert (tmp_path / "retrieved" / "retrieval.png").is_file()
     capsys.readouterr()
     assert results.main([str(tmp_path / "runs")]) == 0
     assert "| table tiny.csv |" in capsys.readouterr().out
