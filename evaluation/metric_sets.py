@@ -1,7 +1,6 @@
 """Which metrics each dataset reports (SPEC 8), and how they are printed."""
 from dataclasses import dataclass, replace
 
-from schema.options import EXTRA_METRIC_COLUMNS
 from utils.errors import UserInputError
 
 
