@@ -16,12 +16,15 @@ from utils.console import setup_console_logging
 logger = logging.getLogger("embed")
 
 
-def add_model_arguments(parser):
-    """``--run`` or ``--weights`` with ``--config_path``, and ``--device`` (shared with retrieve.py)."""
-    parser.add_argument("--run", help="A finished training run folder: its config.yaml and best backbone.")
+def add_model_arguments(parser, with_device=True):
+    """``--run`` or ``--weights`` with ``--config_path``, and ``--device`` (shared with retrieve.py and export.py,
+    which exports from the CPU and so takes no ``--device``)."""
+    parser.add_argument("--run", help="A finished training run folder (its config.yaml and best backbone), or "
+                                      "'latest': the newest finished run in runs/.")
     parser.add_argument("--weights", help="Backbone weights file (instead of --run; needs --config_path).")
     parser.add_argument("--config_path", help="The config the --weights were trained with.")
-    parser.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda if available, else cpu).")
+    if with_device:
+        parser.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda if available, else cpu).")
 
 
 def parse_args(argv=None):

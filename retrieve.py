@@ -1,11 +1,13 @@
-"""Command line: `python retrieve.py --run RUN_DIR --gallery DIR_OR_NPZ --queries DIR_OR_NPZ_OR_IMAGE
+"""Command line: `python retrieve.py --run RUN_DIR --gallery DIR_OR_NPZ_OR_INDEX --queries DIR_OR_NPZ_OR_IMAGE
 --top_k K --output OUT_DIR`.
 
 Finds the K nearest gallery images of every query, exactly and with the
-distance of the run's evaluation (``--faiss``: a faiss flat index instead),
-a query never matching its own file. Writes ``OUT_DIR/neighbours.csv`` and
-``OUT_DIR/retrieval.png``. Folders and images are embedded as ``embed.py``
-does; two embedding files need no model. Bad input: one sentence, exit 2.
+distance of the run's evaluation (``--faiss``: a faiss flat index instead;
+a gallery ``FILE.index`` of ``index.py``: that index), a query never
+matching its own file, however its path is spelled. Writes
+``OUT_DIR/neighbours.csv`` and ``OUT_DIR/retrieval.png``. Folders and
+images are embedded as ``embed.py`` does; embedding files and indexes need
+no model. Bad input: one sentence, exit 2.
 """
 import argparse
 import logging
@@ -26,12 +28,14 @@ OUTPUT_FILES = ("neighbours.csv", "retrieval.png")
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description="Nearest gallery images of query images, with a picture.")
     add_model_arguments(parser)
-    parser.add_argument("--gallery", required=True, help="Folder of images or .npz file of embed.py.")
+    parser.add_argument("--gallery", required=True,
+                        help="Folder of images, .npz file of embed.py or .index file of index.py.")
     parser.add_argument("--queries", required=True, help="Folder of images, one image, or .npz file of embed.py.")
     parser.add_argument("--top_k", type=int, required=True, help="Neighbours per query.")
     parser.add_argument("--output", required=True, help="Folder for neighbours.csv and retrieval.png.")
     parser.add_argument("--rows", type=int, default=8, help="Queries drawn in retrieval.png, evenly spread over all (default 8).")
-    parser.add_argument("--faiss", action="store_true", help="Search with a faiss flat index (pip install faiss-cpu).")
+    parser.add_argument("--faiss", action="store_true",
+                        help="Search an .npz or folder gallery with a faiss flat index (pip install faiss-cpu).")
     return parser.parse_args(argv)
 
 
@@ -86,19 +90,24 @@ def main(argv=None):
     setup_console_logging()
     args = parse_args(argv)
     # Imported late so that `--help` answers without loading torch and the models.
-    from inference.inputs import LazyModel, embedded_input
+    from inference.gallery_index import GalleryIndex
+    from inference.inputs import LazyModel, embedded_input, gallery_input
     from inference.retrieval import retrieve, write_neighbours_csv
 
     try:
         output = check_output(args.output, args.rows)
         model = LazyModel(model_loader(args))
-        gallery = embedded_input(args.gallery, "--gallery", model)
+        gallery = gallery_input(args.gallery, "--gallery", model)
+        if args.faiss and isinstance(gallery, GalleryIndex):
+            raise UserInputError(f"--gallery {args.gallery} is an index, searched as index.py built it; leave "
+                                 "out --faiss (which builds a flat index of an .npz gallery).")
         queries = embedded_input(args.queries, "--queries", model, allow_image=True)
         retrieval = retrieve(queries, gallery, args.top_k, use_faiss=args.faiss)
         create_output(output)
     except UserInputError as error:
         logger.error("%s", error)
         return UserInputError.exit_code
+    gallery = gallery.items if isinstance(gallery, GalleryIndex) else gallery
     write_neighbours_csv(output / "neighbours.csv", queries, gallery, retrieval)
     draw_picture(output / "retrieval.png", queries, gallery, retrieval, args.rows)
     if retrieval.same_label is not None:

@@ -1,7 +1,8 @@
 """Command line: `python train.py --config_path config/<file>.yaml`.
 
 Trains and evaluates (``mode: train``), evaluates released weights
-(``mode: test``) or runs the authors' random search (``mode: hyper_search``).
+(``mode: test``; ``--run RUN --mode test|pseudo_test`` a finished run's own)
+or runs the authors' random search (``mode: hyper_search``).
 The config is validated once, up front; a problem the user can fix stops
 the run with one sentence and exit code 2 before any long work starts.
 """
@@ -22,7 +23,7 @@ from utils.errors import UserInputError
 from utils.precision import AS_THE_AUTHORS, resolve_is_apex
 from run_folder.layout import CONFIG_NAME, SUMMARY_NAME, write_resolved_config, write_summary
 from run_folder.provenance import environment_record, write_environment
-from run_folder.resume import RESUME_SAFE_KEYS, describe, differences, recorded_config
+from run_folder.resume import ALLOW_FLAG, describe, inexact_resume_note, plan_resume
 from run_folder.run_dir import attach_log_file, detach_log_file, make_run_dir
 from utils.console import setup_console_logging
 from utils.threads import apply_threads, choose_threads, log_threads
@@ -33,6 +34,7 @@ logger = logging.getLogger("train")
 DEFAULT_CONFIG = "config/config_demo_train.yaml"
 REPO_ROOT = Path(__file__).resolve().parent
 EXIT_DIVERGED = 1
+EVALUATION_MODES = ("test", "pseudo_test")
 OTHER_RANKS_EXIT_DELAY_S = 2.0
 
 
@@ -51,7 +53,14 @@ def parse_args(argv=None):
     parser.add_argument("--is_apex", type=is_apex_value, help="authors, 0 or 1; overrides train_params.is_apex.")
     parser.add_argument("--output_dir", help="Folder for run folders (default: <output_paht>/runs).")
     parser.add_argument("--resume", help="Continue a run: its folder or its last.pth.")
+    parser.add_argument("--run", help="With --mode test or pseudo_test: evaluate the best weights of this finished "
+                                      "training run folder (or 'latest', the newest in runs/) with its own config.")
+    parser.add_argument(ALLOW_FLAG, action="store_true",
+                        help="With --resume: accept changes that alter the numbers from where the run continues "
+                             "(CPU threads, device, library versions, evaluation batching); the run records that "
+                             "it was not resumed exactly.")
     parser.add_argument("--seed", type=int, help="Overrides train_params.seed.")
+    parser.add_argument("--label", help="Overrides label: a name for the run that tools.results shows.")
     parser.add_argument("--threads", type=int, help="Overrides train_params.threads (CPU threads of torch).")
     parser.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda if available, else cpu).")
     return parser.parse_args(argv)
@@ -78,6 +87,7 @@ def config_overrides(args):
         "train_params.is_apex": args.is_apex,
         "train_params.seed": args.seed,
         "train_params.threads": args.threads,
+        "label": args.label,
     }
     overrides = {key: value for key, value in flags.items() if value is not None}
     for setting in args.settings:
@@ -106,11 +116,14 @@ def run_name(config):
 def load_run_config(args):
     """The config of a new run, or of the run that ``--resume`` continues, with the flags applied.
 
-    Returns ``(config, resume_path, changes)``; ``changes`` lists the keys a
-    resume may change that differ from the run's record (see run_folder.resume).
+    Returns ``(config, resume)``; ``resume`` is None for a new run, else a
+    ``run_folder.resume.Resume`` (the checkpoint, the changes, whether the
+    run is already finished).
     """
+    if args.run:
+        return load_config(*evaluation_of_run(args)), None
     if not args.resume:
-        return load_config(args.config_path, config_overrides(args)), None, []
+        return load_config(args.config_path, config_overrides(args)), None
     resume_path = resolve_resume_path(args.resume)
     run_dir = resume_path.parent
     config_path = run_dir / CONFIG_NAME
@@ -122,13 +135,35 @@ def load_run_config(args):
     if config["mode"] != "train":
         raise UserInputError(f"--resume {args.resume}: that run has mode '{config['mode']}', and only training "
                              "runs can be resumed; start it again instead.")
-    changes = differences(recorded_config(run_dir), config)
-    refused = [change for change in changes if change[0] not in RESUME_SAFE_KEYS]
-    if refused:
-        raise UserInputError(f"--resume {args.resume} continues the recorded run exactly, but {describe(refused)} "
-                             f"differ(s) from its record (from {config_path} or the command line); undo "
-                             "that, or start a new run with it.")
-    return config, resume_path, changes
+    return config, plan_resume(resume_path, config)
+
+
+def evaluation_of_run(args):
+    """``(config path, overrides)`` of ``--run RUN --mode test|pseudo_test``: the run's config.yaml, its
+    best backbone and MPN files (named by its summary.json), then the other flags."""
+    from inference.run_model import best_weights_files, resolve_run_folder
+    if args.mode not in EVALUATION_MODES or args.resume:
+        raise UserInputError(f"--run {args.run} evaluates a finished training run; add --mode pseudo_test "
+                             "(backbone and MPN-refined) or --mode test (backbone), without --resume.")
+    if args.config_path != str(REPO_ROOT / DEFAULT_CONFIG) or args.bb_path or args.gnn_path:
+        raise UserInputError(f"--run {args.run} takes the config and the weights from the run folder; drop "
+                             "--config_path, --bb_path and --gnn_path, or drop --run.")
+    run_dir = resolve_run_folder(args.run)
+    backbone, mpn = best_weights_files(run_dir)
+    logger.info("--run %s: its config.yaml, best backbone %s and MPN %s", run_dir, backbone.name, mpn.name)
+    overrides = {"models.encoder_params.pretrained_path": str(backbone),
+                 "models.gnn_params.pretrained_path": str(mpn), **config_overrides(args)}
+    return run_dir / CONFIG_NAME, overrides
+
+
+def record_run_start(run_dir, config, resume, environment):
+    """config.yaml (new run, or a resume that changed keys), the log of the changes, environment*.json."""
+    if resume is None or resume.changes or not resume.exact:
+        note = inexact_resume_note(resume.all_records()) if resume is not None else ""
+        write_resolved_config(config, run_dir, note)
+    if resume is not None and resume.changes:
+        logger.info("Resuming with %s, recorded in %s", describe(resume.changes), run_dir / CONFIG_NAME)
+    write_environment(run_dir, environment)
 
 
 def choose_cpu_threads(config):
@@ -144,10 +179,10 @@ def command_line(argv):
     return ["python", *sys.argv] if argv is None else ["python", "train.py", *argv]
 
 
-def create_run_dir(args, config, resume_path, distributed):
+def create_run_dir(args, config, resume, distributed):
     """A resumed run keeps its folder; under torchrun rank 0 creates it and tells the others."""
-    if resume_path is not None:
-        return resume_path.parent
+    if resume is not None:
+        return resume.run_dir
     run_dir = None
     if distributed is None or distributed.is_main:
         output_root = Path(args.output_dir) if args.output_dir else Path(config["output_paht"]) / "runs"
@@ -178,7 +213,7 @@ def main(argv=None):
     setup_console_logging()
     args = parse_args(argv)
     # Imported late so that `--help` and config errors answer without loading the models.
-    from evaluation.clustering import nmi_backend
+    from evaluation.clustering import resolve_kmeans_backend
     from engine.build import build_setup, run_train
     from engine.test_modes import run_pseudo_test, run_test
     from engine.hyper_search import check_search_space, run_hyper_search
@@ -193,26 +228,28 @@ def main(argv=None):
         is_main = distributed is None or distributed.is_main
         if not is_main:
             logging.getLogger().setLevel(logging.WARNING)
-        config, resume_path, resume_changes = load_run_config(args)
+        config, resume = load_run_config(args)
+        if resume is not None and resume.finished:
+            logger.info("%s", resume.finished_message())
+            return 0
         threads = choose_cpu_threads(config)
         device, device_requested = distributed.device_and_request() if distributed else resolve_device(args.device)
         config, precision_note = resolve_is_apex(config, device)
         mode = config["mode"]
+        environment = environment_record(
+            command_line(argv), REPO_ROOT, device, threads.threads,
+            resolve_kmeans_backend(config["eval_params"]["kmeans"], config["dataset"]["dataset_short"]),
+            distributed.world_size if distributed else 1)
+        if resume is not None:
+            resume.check_environment(environment, args.allow_different_numbers)
         if mode == "hyper_search":
             check_search_space(config, args.config_path)
         setup = None if mode == "hyper_search" else build_setup(config, mode, device, device_requested, distributed,
                                                                 stop_request)
-        run_dir = create_run_dir(args, config, resume_path, distributed)
+        run_dir = create_run_dir(args, config, resume, distributed)
         if is_main:
             log_file = attach_log_file(run_dir)
-            if resume_path is None or resume_changes:
-                write_resolved_config(config, run_dir)
-            if resume_changes:
-                logger.info("Resuming with %s (changes a resume allows), recorded in %s",
-                            describe(resume_changes), run_dir / CONFIG_NAME)
-            write_environment(run_dir, environment_record(
-                command_line(argv), REPO_ROOT, device, threads.threads, nmi_backend(),
-                distributed.world_size if distributed else 1))
+            record_run_start(run_dir, config, resume, environment)
         logger.info("Run folder %s, device %s, mode %s%s", run_dir, device, mode,
                     f", torchrun: {distributed.world_size} process(es), {distributed.backend()}"
                     if distributed else "")
@@ -228,7 +265,7 @@ def main(argv=None):
             elif mode == "hyper_search":
                 run_hyper_search(config, run_dir, device, device_requested, stop_request)
             else:
-                run_train(setup, run_dir, resume_path, stop_request)
+                run_train(setup, run_dir, resume, stop_request)
         finally:
             stop_request.uninstall()
     except UserInputError as error:

@@ -1,7 +1,9 @@
 """The paper's ablation at equal budget: ``python -m benchmarks.ablation``.
 
 Trains each arm over N seeds with ``train.main`` (the real training code,
-one run folder per arm and seed) and prints one table: per arm the R@1 and
+one run folder per arm and seed, at ``<output>/<arm>/seed<N>/<run folder>/``,
+labelled with the arm: ``tools.results <output>`` shows it) and prints one
+table: per arm the R@1 and
 NMI of the best epoch (mean ± sample std over the seeds), the R@1 of the
 last epoch, the best and last epoch (means) and the wall time (the sum of
 its runs'). The numbers are those of ``python -m tools.results --group``
@@ -43,7 +45,7 @@ from tools.run_folders import read_run
 from utils.errors import UserInputError
 from utils.io import atomic_write_text
 from run_folder.plots import plot_bars
-from utils.console import setup_console_logging
+from utils.console import quiet_console_of_worker, setup_console_logging
 
 logger = logging.getLogger("benchmarks.ablation")
 
@@ -109,7 +111,8 @@ def train_one(config_path, arm, seed, settings, arm_folder):
     A run that fails (exit code 1, a diverged loss) keeps its folder: the
     results table lists it as broken and leaves it out of the means.
     """
-    argv = ["--config_path", str(config_path), "--seed", str(seed), "--output_dir", str(arm_folder)]
+    argv = ["--config_path", str(config_path), "--seed", str(seed), "--output_dir", str(arm_folder),
+            "--label", arm]
     for setting in [*settings, *ARMS[arm]]:
         argv += ["--set", setting]
     started = time.perf_counter()
@@ -165,13 +168,17 @@ def train_all(config_path, runs, settings, folder, jobs):
     Separate processes (spawned, so each builds its own torch state) let a
     machine with many cores run several arms at once; each run is still
     ``train.main`` with its own seed, so the numbers do not depend on ``jobs``.
+    Their consoles are quiet (warnings and errors only, no progress bars):
+    the ablation's one bar shows the progress, each run's log is its
+    ``train.log``.
     """
     arguments = {run: (config_path, *run, settings, folder / run[0] / f"seed{run[1]}") for run in runs}
     if jobs == 1:
         for run, args in arguments.items():
             yield run, train_one(*args)
         return
-    executor = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"))
+    executor = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=quiet_console_of_worker)
     try:
         futures = {executor.submit(train_one, *args): run for run, args in arguments.items()}
         for future in as_completed(futures):

@@ -21,7 +21,7 @@ from engine.trainer import LoopOptions, Trainer
 from losses.intra_batch import IntraBatchLoss
 from optim.param_groups import build_optimizer, build_param_groups
 from recipe import RunRecipe
-from run_folder.checkpoint import load_checkpoint
+from run_folder.resume import ALLOW_FLAG, describe
 from run_folder.layout import best_weight_names
 from utils.precision import Precision, build_precision, initialize_apex
 
@@ -130,12 +130,30 @@ def build_trainer(setup, run_dir, stop_request=None):
     return trainer, final_test
 
 
-def run_train(setup, run_dir, resume_path=None, stop_request=None):
-    """Train and evaluate every epoch; returns the run summary."""
+def run_train(setup, run_dir, resume=None, stop_request=None):
+    """Train and evaluate every epoch; returns the run summary.
+
+    ``resume`` (``run_folder.resume.Resume``) continues a run from its
+    checkpoint; the trainer keeps its record, which summary.json reports.
+    """
     logger.info("Precision: %s", setup.precision.name)
     trainer, final_test = build_trainer(setup, run_dir, stop_request)
-    if resume_path is not None:
-        trainer.load_state_dict(load_checkpoint(resume_path))
-        logger.info("Resumed from %s after epoch %d", resume_path, trainer.epoch)
+    if resume is not None:
+        trainer.load_state_dict(resume.take_state())
+        trainer.resumes = resume.all_records()
+        log_resume(resume, trainer)
     trainer.fit()
     return final_test.summary
+
+
+def log_resume(resume, trainer):
+    """Where the resumed run continues, and whether from there it differs from an uninterrupted run."""
+    if resume.epoch > trainer.options.num_epochs:
+        where = "with its final test (every epoch is trained)"
+    else:
+        where = f"at epoch {resume.epoch}, step {resume.step} of {trainer.steps_per_epoch()}"
+    logger.info("Resumed from %s (%d epoch(s) completed): continues %s", resume.path, trainer.epoch, where)
+    if not resume.exact:
+        logger.warning("Resumed with %s (%s): from epoch %d, step %d on the numbers differ from an uninterrupted "
+                       "run; config.yaml and summary.json record it (\"resumed_exactly\": false).",
+                       describe(resume.changes_numbers), ALLOW_FLAG, resume.epoch, resume.step)

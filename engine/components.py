@@ -6,7 +6,7 @@ import torch
 
 from dataset import ClassBalancedSampler, build_eval_loader, build_train_loader, ensure_demo_dataset
 from dataset.build import gallery_copies
-from evaluation import Evaluator, resolve_kmeans_backend
+from evaluation import Evaluator
 from evaluation.refinement import RefinementOptions
 from utils.errors import UserInputError
 
@@ -101,10 +101,9 @@ def build_evaluators(recipe, device, autocast_dtype=None, distributed=None, stop
                    nmi_seed=config["train_params"]["seed"],
                    gather=distributed.gather_embeddings if distributed else None,
                    share=distributed.share_from_main if distributed else None,
-                   output_option=config["eval_params"]["output_test_enc"],
+                   output_option=recipe.embedding_output,
                    extra_metrics=config["eval_params"]["metrics"],
-                   kmeans_backend=resolve_kmeans_backend(config["eval_params"]["kmeans"],
-                                                         config["dataset"]["dataset_short"]),
+                   kmeans_backend=recipe.kmeans_backend,
                    should_stop=should_stop)
     evaluators = {"test": Evaluator(recipe.metric_set, **options)}
     if recipe.holds_out_classes and config["mode"] not in ("test", "pseudo_test"):

@@ -18,7 +18,7 @@ from recipe import RunRecipe
 from schema import config_to_yaml, set_dotted
 from utils.errors import UserInputError
 from run_folder.history import History
-from run_folder.layout import write_resolved_config
+from run_folder.layout import BEST_CONFIG_NAME, TRIALS_NAME, write_resolved_config
 from utils.io import atomic_write_text
 from utils.signals import RunInterrupted
 
@@ -81,8 +81,8 @@ def trial_config(config, draw):
 
 
 def interrupted_in_trial(index, num_trials, run_dir, finished, error):
-    kept = (f"{run_dir / 'trials.csv'} lists the {finished} finished trial(s) and "
-            f"{run_dir / 'best_config.yaml'} is the best so far" if finished else "no trial had finished")
+    kept = (f"{run_dir / TRIALS_NAME} lists the {finished} finished trial(s) and "
+            f"{run_dir / BEST_CONFIG_NAME} is the best so far" if finished else "no trial had finished")
     return RunInterrupted.at(f"in trial {index}/{num_trials} ({error})", kept)
 
 
@@ -103,9 +103,9 @@ def run_hyper_search(config, run_dir, device, device_requested=False, stop_reque
             raise interrupted_in_trial(index, num_trials, run_dir, len(trials.rows), error) from None
         score = max((value for key, value in summary["best_metrics"].items() if key.endswith("R@1")), default=0.0)
         trials.append({"trial": index, **draw, "best_R@1": score, "best_epoch": summary["best_epoch"]})
-        trials.write_csv(run_dir / "trials.csv")
+        trials.write_csv(run_dir / TRIALS_NAME)
         if score > best_score:
             best_score, best_config = score, trial
-            atomic_write_text(run_dir / "best_config.yaml", config_to_yaml(best_config))
-    logger.info("Best trial R@1 %.2f; its config is %s", 100 * best_score, run_dir / "best_config.yaml")
+            atomic_write_text(run_dir / BEST_CONFIG_NAME, config_to_yaml(best_config))
+    logger.info("Best trial R@1 %.2f; its config is %s", 100 * best_score, run_dir / BEST_CONFIG_NAME)
     return best_score, best_config

@@ -10,6 +10,9 @@ from utils.signals import RunInterrupted
 
 logger = logging.getLogger(__name__)
 
+# pseudo_test: the pictures of the refined embeddings, beside those of the backbone's in pictures/.
+REFINED_PICTURES = "mpn_refined"
+
 
 def evaluate_once(run_dir, evaluate):
     """``evaluate()`` of a test run; a stop request during it says what the run folder holds."""
@@ -39,7 +42,7 @@ def run_test(setup, run_dir):
 def run_pseudo_test(setup, run_dir):
     """Evaluate the backbone, then the embeddings the MPN refines on each test item's graph of
     k-reciprocal neighbours (weights of ``models.gnn_params.pretrained_path``); metrics.json
-    holds both sets and the seconds of each stage."""
+    holds both sets and the seconds of each stage; pictures/ shows both, as a test run's does."""
     if setup.config["models"]["gnn_params"]["pretrained_path"] == "no":
         logger.warning("pseudo_test without MPN weights (models.gnn_params.pretrained_path: no): "
                        "the refinement uses a randomly initialised MPN")
@@ -55,4 +58,8 @@ def run_pseudo_test(setup, run_dir):
                 seconds["refined_metrics"])
     if setup.distributed is None or setup.distributed.is_main:
         write_json(run_dir / TEST_METRICS_NAME, result)
+        evaluator, loaders = setup.evaluators["test"], setup.data.eval_loaders["test"]
+        draw_test_pictures(setup.config, run_dir, evaluator.last, loaders, heading="pseudo_test run, backbone")
+        draw_test_pictures(setup.config, run_dir, evaluator.last_refined, loaders, REFINED_PICTURES,
+                           "pseudo_test run, MPN-refined")
     return result

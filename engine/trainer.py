@@ -20,6 +20,7 @@ from evaluation import format_metrics
 from run_folder.checkpoint import capture_rng_state, resume_command, restore_rng_state
 from run_folder.history import History
 from run_folder.layout import CHECKPOINT_NAME
+from run_folder.resume import RESUMES_KEY
 from utils.distributed import unwrap
 from utils.signals import RunInterrupted
 
@@ -83,6 +84,8 @@ class Trainer:
         self.resume_step = 0
         self.partial_sums = {}
         self.history = History()
+        # One record per resume of this run (run_folder.resume), kept in last.pth.
+        self.resumes = []
 
     def call(self, event, *args):
         """Every hook's ``event``, in the order of ``hooks``."""
@@ -108,8 +111,7 @@ class Trainer:
         self.data.set_epoch(epoch)
         meter = EpochMeter(self.partial_sums)
         steps_done, self.resume_step, self.partial_sums = self.resume_step, 0, {}
-        max_iters = self.options.max_iters_per_epoch
-        total_steps = min(len(self.data.train_loader), max_iters or len(self.data.train_loader))
+        total_steps = self.steps_per_epoch()
         self.data.skip_batches(steps_done)
         # Updated after each step (not by iterating the bar), so it reaches total_steps/total_steps.
         bar = tqdm(total=total_steps, initial=steps_done, disable=not self.is_main, unit="step",
@@ -130,6 +132,11 @@ class Trainer:
         if stats["skipped_images"]:
             logger.warning("Epoch %d: %d broken images were skipped", epoch, stats["skipped_images"])
         return stats
+
+    def steps_per_epoch(self):
+        """The loader's batches, or ``max_iters_per_epoch`` when that is fewer."""
+        batches = len(self.data.train_loader)
+        return min(batches, self.options.max_iters_per_epoch or batches)
 
     def training_step(self, images, labels, epoch, step):
         """One optimiser step on one P x K batch: the loss of SPEC 6."""
@@ -225,6 +232,7 @@ class Trainer:
             "precision": self.precision.state_dict(),
             "history": self.history.rows,
             "rng": capture_rng_state(),
+            RESUMES_KEY: self.resumes,
         }
         for hook in self.hooks:
             state.update(hook.state_dict())
@@ -241,6 +249,7 @@ class Trainer:
         self.epoch = state["epoch"]
         self.resume_step = state["resume_step"]
         self.partial_sums = dict(state["partial_sums"])
+        self.resumes = list(state.get(RESUMES_KEY, []))
         restore_rng_state(state["rng"])
 
 

@@ -70,6 +70,8 @@ class Evaluator:
         self.should_stop = should_stop
         self._backend_logged = False
         self.last = None
+        # pseudo_test: ``last`` with the MPN-refined embeddings in place of the backbone's (refined split).
+        self.last_refined = None
 
     def evaluate(self, model, loader=None, query_loader=None, gallery_loader=None, query_in_gallery=None):
         """``{'R@1': fraction, ..., 'NMI': fraction}``.
@@ -106,7 +108,8 @@ class Evaluator:
         queries with graphs of gallery items; the gallery stays as embedded.
         """
         started = time.perf_counter()
-        embedded = metric_inputs(self.embed_test_set(model, loader, query_loader, gallery_loader, query_in_gallery))
+        self.last = self.embed_test_set(model, loader, query_loader, gallery_loader, query_in_gallery)
+        embedded = metric_inputs(self.last)
         embedding_seconds = time.perf_counter() - started
         compute = lambda: self._backbone_and_refined_metrics(mpn, options, embedded)  # noqa: E731
         result = compute() if self.share is None else self.share(compute)
@@ -136,6 +139,9 @@ class Evaluator:
         lap("refinement")
         refined_set = ((refined, query_labels, gallery, gallery_labels, query_self) if self.metric_set.query_gallery
                        else (refined, labels))
+        self.last_refined = (self.last._replace(queries=self.last.queries._replace(embeddings=refined))
+                             if self.metric_set.query_gallery
+                             else self.last._replace(gallery=self.last.gallery._replace(embeddings=refined)))
         mpn_refined = self._metrics_of(*refined_set)
         lap("refined_metrics")
         logger.info("MPN-refined (%d graphs of %d): %s", len(graphs), graphs.shape[1],

@@ -35,14 +35,17 @@ def nearest_neighbours(queries, items, k, distance="euclidean", exclude=None, bl
     ``scores`` are the exact float64 scores of the distance (squared
     Euclidean, or negative cosine; ``readable_distances`` prints them).
     ``exclude`` optionally gives, per query, one item index that must not be
-    returned (the query's own file in the gallery), or -1. With
+    returned (the query's own file in the gallery), or -1; or, as a
+    ``(num_queries, m)`` matrix padded with -1, up to m of them (a file that
+    the gallery holds under several names). With
     ``self_first`` (the queries are the items) each query is its own first
     neighbour, score ``-inf``, also when a duplicate lies at distance 0.
     """
     num_queries = len(queries)
     if exclude is None:
-        exclude = torch.full((num_queries,), -1, dtype=torch.int64)
-    available = len(items) - int((exclude >= 0).any())
+        exclude = torch.full((num_queries, 1), -1, dtype=torch.int64)
+    exclude = exclude[:, None] if exclude.dim() == 1 else exclude
+    available = len(items) - most_excluded(exclude)
     if k < 1 or k > available:
         raise ValueError(f"k must be between 1 and {available}, got {k}")
     queries, items = queries.float(), items.to(queries.device).float()
@@ -58,12 +61,17 @@ def nearest_neighbours(queries, items, k, distance="euclidean", exclude=None, bl
     return indices, scores
 
 
+def most_excluded(exclude):
+    """The largest number of items excluded for one query (``exclude``: ``(num_queries, m)``, -1 padded)."""
+    return int((exclude >= 0).sum(1).max()) if exclude.numel() else 0
+
+
 def _block_neighbours(scorer, rows, k, exclude, buffer, self_first):
     """The exact k nearest of the query ``rows``: float32 window, float64 ranking."""
     block = scorer.block(rows, buffer=buffer)
     local = torch.arange(len(rows), device=rows.device)
-    has_excluded = exclude >= 0
-    block[local[has_excluded], exclude[has_excluded]] = INF
+    excluded_row, slot = (exclude >= 0).nonzero(as_tuple=True)
+    block[excluded_row, exclude[excluded_row, slot]] = INF
     if self_first:
         block[local, rows] = -INF
     row, column = _window_pairs(block, k, scorer.error_bounds[rows])

@@ -23,7 +23,9 @@ REQUIRED_ARRAYS = ("embeddings", "paths", "root", "distance")
 
 @dataclass
 class EmbeddedImages:
-    embeddings: np.ndarray
+    """Images and their embeddings; ``embeddings`` is None for the items of a gallery index, which holds them."""
+
+    embeddings: Optional[np.ndarray]
     paths: list
     root: Path
     distance: str
@@ -40,34 +42,53 @@ class EmbeddedImages:
         return [self.classes[label] for label in self.labels]
 
 
-def save_embeddings(embedded, path):
-    """Write ``embedded`` to ``path`` (.npz); the folder must exist."""
-    arrays = dict(embeddings=np.asarray(embedded.embeddings, dtype=np.float32),
-                  paths=np.array([str(p) for p in embedded.paths], dtype=np.str_),
+def item_arrays(embedded):
+    """The arrays of everything but the embeddings: paths, root, distance, labels and classes."""
+    arrays = dict(paths=np.array([str(p) for p in embedded.paths], dtype=np.str_),
                   root=np.array(str(embedded.root), dtype=np.str_),
                   distance=np.array(embedded.distance, dtype=np.str_))
     if embedded.labels is not None:
         arrays.update(labels=np.asarray(embedded.labels, dtype=np.int64),
                       classes=np.array(embedded.classes, dtype=np.str_))
+    return arrays
+
+
+def npz_bytes(arrays):
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
-    atomic_write(path, buffer.getvalue(), replace=False)
+    return buffer.getvalue()
 
 
-def load_embeddings(path, flag):
-    """Read a file ``save_embeddings`` wrote; anything else is a ``UserInputError`` naming ``flag``."""
+def save_embeddings(embedded, path):
+    """Write ``embedded`` to ``path`` (.npz); the folder must exist."""
+    arrays = dict(embeddings=np.asarray(embedded.embeddings, dtype=np.float32), **item_arrays(embedded))
+    atomic_write(path, npz_bytes(arrays), replace=False)
+
+
+def read_arrays(path, flag, required, made_by):
+    """Every array of the .npz file ``path``; unreadable, or lacking one of ``required``: a ``UserInputError``."""
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {name: data[name] for name in data.files}
     except (OSError, ValueError, zipfile.BadZipFile) as error:
         raise UserInputError(f"{flag} {path} cannot be read as an .npz file ({error}); give a file that "
-                             "embed.py wrote.") from None
-    missing = [name for name in REQUIRED_ARRAYS if name not in arrays]
+                             f"{made_by} wrote.") from None
+    missing = [name for name in required if name not in arrays]
     if missing or str(arrays.get("distance")) not in DISTANCES:
-        raise UserInputError(f"{flag} {path} is not an embedding file of embed.py (it lacks "
-                             f"{', '.join(missing) or 'a known distance'}); embed the images with embed.py.")
+        raise UserInputError(f"{flag} {path} is not a file of {made_by} (it lacks "
+                             f"{', '.join(missing) or 'a known distance'}); make it with {made_by}.")
+    return arrays
+
+
+def items_from_arrays(arrays, embeddings):
+    """``EmbeddedImages`` of the arrays ``item_arrays`` wrote, with ``embeddings`` (None for an index's items)."""
     labels = arrays.get("labels")
-    return EmbeddedImages(arrays["embeddings"].astype(np.float32), [str(p) for p in arrays["paths"]],
-                          Path(str(arrays["root"])), str(arrays["distance"]),
-                          labels.astype(np.int64) if labels is not None else None,
+    return EmbeddedImages(embeddings, [str(p) for p in arrays["paths"]], Path(str(arrays["root"])),
+                          str(arrays["distance"]), labels.astype(np.int64) if labels is not None else None,
                           [str(name) for name in arrays["classes"]] if labels is not None else None)
+
+
+def load_embeddings(path, flag):
+    """Read a file ``save_embeddings`` wrote; anything else is a ``UserInputError`` naming ``flag``."""
+    arrays = read_arrays(path, flag, REQUIRED_ARRAYS, "embed.py")
+    return items_from_arrays(arrays, arrays["embeddings"].astype(np.float32))

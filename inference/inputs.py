@@ -1,4 +1,4 @@
-"""What ``retrieve.py`` searches: an embedding file, a folder of images, or one image.
+"""What ``retrieve.py`` searches: an embedding file, a folder of images, one image, or (a gallery) an index.
 
 Folders and images are embedded with the run's model, which is loaded only
 when one of the inputs needs it.
@@ -9,6 +9,7 @@ from dataset.folder import is_image_file
 from dataset.image_folder import ImageFolderListing, read_image_folder
 from inference.embed_images import embed_listing
 from inference.embedding_file import load_embeddings
+from inference.gallery_index import load_gallery_index
 from utils.errors import UserInputError
 
 
@@ -42,3 +43,11 @@ def embedded_input(value, flag, model, allow_image=False):
     what = "an .npz file of embed.py, a folder of images or an image file" if allow_image else \
         "an .npz file of embed.py or a folder of images"
     raise UserInputError(f"{flag} {value} is not {what}; check the path.")
+
+
+def gallery_input(value, flag, model):
+    """A ``GalleryIndex`` of ``index.py`` (a .index file), else ``EmbeddedImages`` as ``embedded_input`` gives."""
+    path = Path(value)
+    if path.is_file() and path.suffix == ".index":
+        return load_gallery_index(path, flag)
+    return embedded_input(value, flag, model)

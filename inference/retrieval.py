@@ -1,8 +1,9 @@
 """Nearest gallery images of each query image, and their ``neighbours.csv``.
 
 Exact search with ``evaluation.neighbours`` (the evaluation's distance),
-or, only when asked, a faiss flat index. A query whose file is also in the
-gallery (same absolute path) never gets itself as a neighbour.
+only when asked a faiss flat index, or the faiss index ``index.py`` built.
+A query whose file is also in the gallery (the same file, however its path
+is spelled: ``inference.same_file``) never gets itself as a neighbour.
 """
 import csv
 import io
@@ -12,7 +13,9 @@ import numpy as np
 import torch
 
 from evaluation.faiss_neighbours import faiss_nearest_neighbours
-from evaluation.neighbours import nearest_neighbours, readable_distances
+from evaluation.neighbours import most_excluded, nearest_neighbours, readable_distances
+from inference.gallery_index import GalleryIndex
+from inference.same_file import own_gallery_indices
 from utils.errors import UserInputError
 from utils.io import atomic_write_text
 
@@ -25,22 +28,16 @@ class Retrieval(NamedTuple):
     same_label: Optional[np.ndarray]
 
 
-def own_gallery_index(queries, gallery):
-    """Per query, the gallery index of the same file, or -1."""
-    position = {path: index for index, path in enumerate(gallery.absolute_paths())}
-    return np.array([position.get(path, -1) for path in queries.absolute_paths()], dtype=np.int64)
-
-
-def check_search(queries, gallery, top_k):
-    """Same distance on both sides, and ``top_k`` neighbours available for every query."""
+def check_search(queries, gallery, dimension, top_k, exclude):
+    """Same distance on both sides, and ``top_k`` neighbours available for every query besides its own file."""
     if queries.distance != gallery.distance:
         raise UserInputError(f"The queries were embedded for the {queries.distance} distance and the gallery for "
                              f"the {gallery.distance} distance; embed both with the same run.")
-    if queries.embeddings.shape[1] != gallery.embeddings.shape[1]:
+    if queries.embeddings.shape[1] != dimension:
         raise UserInputError(f"The queries have {queries.embeddings.shape[1]}-d embeddings and the gallery "
-                             f"{gallery.embeddings.shape[1]}-d ones; embed both with the same run.")
-    excluded = (own_gallery_index(queries, gallery) >= 0).any()
-    available = len(gallery.paths) - int(excluded)
+                             f"{dimension}-d ones; embed both with the same run.")
+    excluded = most_excluded(torch.from_numpy(exclude))
+    available = len(gallery.paths) - excluded
     if top_k < 1 or top_k > available:
         besides = " besides a query's own file" if excluded else ""
         raise UserInputError(f"--top_k {top_k} asks for more neighbours than the gallery has: it holds "
@@ -48,19 +45,27 @@ def check_search(queries, gallery, top_k):
 
 
 def retrieve(queries, gallery, top_k, use_faiss=False, block_size=512):
-    """The ``top_k`` nearest gallery images of every query (``EmbeddedImages`` both)."""
-    check_search(queries, gallery, top_k)
-    exclude = torch.from_numpy(own_gallery_index(queries, gallery))
-    query_vectors, gallery_vectors = torch.from_numpy(queries.embeddings), torch.from_numpy(gallery.embeddings)
-    if use_faiss:
-        indices, distances = faiss_nearest_neighbours(query_vectors, gallery_vectors, top_k, gallery.distance,
-                                                      exclude)
+    """The ``top_k`` nearest gallery images of every query.
+
+    ``gallery``: ``EmbeddedImages`` (searched exactly, or with ``use_faiss``
+    by a flat faiss index) or a ``GalleryIndex`` (searched by its index).
+    """
+    indexed = isinstance(gallery, GalleryIndex)
+    items = gallery.items if indexed else gallery
+    exclude = own_gallery_indices(queries.absolute_paths(), items.absolute_paths())
+    check_search(queries, items, gallery.dimension if indexed else items.embeddings.shape[1], top_k, exclude)
+    query_vectors = torch.from_numpy(queries.embeddings)
+    if indexed:
+        indices, distances = gallery.search(query_vectors, top_k, exclude)
+    elif use_faiss:
+        indices, distances = faiss_nearest_neighbours(query_vectors, torch.from_numpy(items.embeddings), top_k,
+                                                      items.distance, torch.from_numpy(exclude))
     else:
-        indices, scores = nearest_neighbours(query_vectors, gallery_vectors, top_k, gallery.distance, exclude,
-                                             block_size)
-        distances = readable_distances(gallery.distance, scores)
+        indices, scores = nearest_neighbours(query_vectors, torch.from_numpy(items.embeddings), top_k,
+                                             items.distance, torch.from_numpy(exclude), block_size)
+        distances = readable_distances(items.distance, scores)
     indices, distances = indices.cpu().numpy(), distances.cpu().numpy()
-    return Retrieval(indices, distances, same_label_matrix(queries, gallery, indices))
+    return Retrieval(indices, distances, same_label_matrix(queries, items, indices))
 
 
 def same_label_matrix(queries, gallery, indices):

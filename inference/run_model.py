@@ -11,11 +11,14 @@ from pathlib import Path
 from typing import NamedTuple
 
 from recipe import RunRecipe
-from run_folder.layout import CONFIG_NAME, read_summary
+from run_folder.layout import CONFIG_NAME, SUMMARY_NAME, read_summary
 from schema import load_config
 from utils.errors import UserInputError
 
 logger = logging.getLogger(__name__)
+
+# ``--run latest``: the newest finished training run below runs/.
+LATEST = "latest"
 
 
 class RunModel:
@@ -41,23 +44,54 @@ class WeightsSource(NamedTuple):
     flag: str
 
 
-def run_weights(run_dir):
-    """Config and best backbone file of a finished run folder."""
+def resolve_run_folder(text, flag="--run", runs_root="runs"):
+    """``text`` as a run folder; ``latest`` is the newest finished training run below ``runs_root``."""
+    if text != LATEST:
+        return Path(text)
+    finished = [summary.parent for summary in Path(runs_root).rglob(SUMMARY_NAME)
+                if (summary.parent / CONFIG_NAME).is_file() and _names_best_weights(summary.parent)]
+    if not finished:
+        raise UserInputError(f"{flag} {LATEST}: no finished training run (a folder with {CONFIG_NAME} and a "
+                             f"{SUMMARY_NAME} naming best weights) below {Path(runs_root).resolve()}; run train.py "
+                             f"first, or give the run folder itself.")
+    latest = max(finished, key=lambda folder: (folder / SUMMARY_NAME).stat().st_mtime)
+    logger.info("%s %s: %s", flag, LATEST, latest)
+    return latest
+
+
+def _names_best_weights(run_dir):
+    try:
+        return bool(read_summary(run_dir)["best_weights"]["backbone"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def best_weights_files(run_dir, flag="--run", need_mpn=True):
+    """``(backbone file, MPN file)`` that a finished run folder's summary.json names; the backbone's
+    (and with ``need_mpn`` the MPN's) present."""
     run_dir = Path(run_dir)
     if not (run_dir / CONFIG_NAME).is_file():
-        raise UserInputError(f"--run {run_dir} is not a run folder (it has no {CONFIG_NAME}); give a folder that "
-                             "train.py wrote, e.g. runs/demo_resnet18_train_<time>.")
+        raise UserInputError(f"{flag} {run_dir} is not a run folder (it has no {CONFIG_NAME}); give a folder that "
+                             f"train.py wrote, or {flag} {LATEST} for the newest finished run in runs/.")
     try:
-        backbone_name = read_summary(run_dir)["best_weights"]["backbone"]
+        names = read_summary(run_dir)["best_weights"]
+        files = run_dir / names["backbone"], run_dir / names["mpn"]
     except (OSError, ValueError, KeyError, TypeError):
-        raise UserInputError(f"--run {run_dir} has no best weights (summary.json with best_weights is missing: "
+        raise UserInputError(f"{flag} {run_dir} has no best weights (summary.json with best_weights is missing: "
                              "the run has not finished); let it finish or resume it, or give --weights FILE "
                              "--config_path CFG.") from None
-    weights = run_dir / backbone_name
-    if not weights.is_file():
-        raise UserInputError(f"--run {run_dir}: its best backbone file {weights.name} is missing; give "
-                             "--weights FILE --config_path CFG instead.")
-    return WeightsSource(run_dir / CONFIG_NAME, weights, f"--run {run_dir}")
+    for which, path in zip(("backbone", "MPN"), files[:2 if need_mpn else 1]):
+        if not path.is_file():
+            raise UserInputError(f"{flag} {run_dir}: its best {which} file {path.name} is missing; copy it back "
+                                 "into the run folder, or give the weights files directly.")
+    return files
+
+
+def run_weights(run_dir):
+    """Config and best backbone file of a finished run folder (or ``latest``)."""
+    run_dir = resolve_run_folder(run_dir)
+    backbone, _mpn = best_weights_files(run_dir, need_mpn=False)
+    return WeightsSource(run_dir / CONFIG_NAME, backbone, f"--run {run_dir}")
 
 
 def weights_source(run_dir=None, weights=None, config_path=None):

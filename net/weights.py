@@ -54,8 +54,8 @@ def read_state_dict(path, config_key):
 
 def resumable_checkpoint_message(path, config_key):
     return (f"The file {path} given by {config_key} is a resumable training checkpoint, not weights; give the "
-            f"best weights of that run (the file summary.json names under best_weights, e.g. "
-            f"{path.parent}/<R@1><net_type>_<dataset>.pth), or continue the run with --resume {path.parent}.")
+            f"best weights of that run (the files its summary.json names under best_weights), test them with "
+            f"`python train.py --run {path.parent} --mode test`, or continue the run with --resume {path.parent}.")
 
 
 def _unwrap(checkpoint):

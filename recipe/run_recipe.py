@@ -19,6 +19,7 @@ import torch
 from dataset.build import build_dataset, mlrc_fold, validation_cut
 from dataset.table import read_table, table_classes
 from dataset.transforms import AUTHORS_STD, CAFFE_MEAN_BGR, CAFFE_STD, IMAGENET_MEAN, build_transform
+from evaluation.clustering import resolve_kmeans_backend
 from evaluation.metric_sets import metric_set, table_metric_set
 from schema.options import TABLE_DATASET
 from net import backbone_input_config, build_backbone, build_mpn, load_weights
@@ -172,6 +173,11 @@ class RunRecipe:
         """The distance the evaluation ranks by: 'cosine' for queries against a gallery (In-Shop's), else
         'euclidean'."""
         return self.metric_set.distance
+
+    @property
+    def kmeans_backend(self):
+        """The k-means back end of this run's NMI (``eval_params.kmeans`` resolved for its dataset)."""
+        return resolve_kmeans_backend(self.config["eval_params"]["kmeans"], self.dataset_name)
 
     @property
     def embedding_output(self):

@@ -23,6 +23,9 @@ SUMMARY_NAME = "summary.json"
 TEST_METRICS_NAME = "metrics.json"
 CHECKPOINT_NAME = "last.pth"
 PICTURES_FOLDER = "pictures"
+# A hyper_search folder: one trial_NNN/ run folder per trial, the table of trials and the winner.
+TRIALS_NAME = "trials.csv"
+BEST_CONFIG_NAME = "best_config.yaml"
 
 
 def name_for_files(text):
@@ -38,10 +41,13 @@ def best_weight_names(score, config):
     return (f"{score}{neck}{net_type}_{dataset}.pth", f"{score}gnn_{neck}{net_type}_{dataset}.pth")
 
 
-def write_resolved_config(config, run_dir):
-    """``config.yaml`` for the reader and the hidden record a resume is checked against."""
+def write_resolved_config(config, run_dir, note=""):
+    """``config.yaml`` for the reader and the hidden record a resume is checked against.
+
+    ``note``: comment lines put at the top of config.yaml only (a resume that changed the numbers).
+    """
     text = config_to_yaml(config)
-    atomic_write_text(Path(run_dir) / CONFIG_NAME, text)
+    atomic_write_text(Path(run_dir) / CONFIG_NAME, note + text)
     atomic_write_text(Path(run_dir) / RECORD_NAME, text)
 
 

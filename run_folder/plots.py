@@ -40,9 +40,13 @@ def schedule_events(lr_drop_epochs, epochs):
             for index, epoch in enumerate(reached)]
 
 
-def plot_run(run_dir, rows, loss_columns, metric_columns, title, selection_column=None, best_epoch=None,
-             events=()):
-    """``losses.png`` and ``metrics.png`` of one run, on the same epoch axis."""
+def plot_run(run_dir, rows, loss_columns, metric_columns, title, metric_split, selection_column=None,
+             best_epoch=None, events=()):
+    """``losses.png`` and ``metrics.png`` of one run, on the same epoch axis.
+
+    The losses are always those of the training classes; the metrics are
+    those of ``metric_split`` ('test' or 'val'), so each title names its own.
+    """
     epochs = [row["epoch"] for row in rows]
     if not epochs:
         return
@@ -50,7 +54,7 @@ def plot_run(run_dir, rows, loss_columns, metric_columns, title, selection_colum
     figure, axis = plt.subplots(figsize=FIGURE_SIZE)
     for column in loss_columns:
         _plot_column(axis, rows, column, legend_name(column, loss_columns))
-    _finish_axis(axis, epoch_range, "loss (epoch mean)", f"Training loss — {title}", events)
+    _finish_axis(axis, epoch_range, "loss (epoch mean)", f"Training loss, training classes — {title}", events)
     _save(figure, run_dir / "losses.png")
 
     figure, axis = plt.subplots(figsize=FIGURE_SIZE)
@@ -58,7 +62,8 @@ def plot_run(run_dir, rows, loss_columns, metric_columns, title, selection_colum
         _plot_column(axis, rows, column, legend_name(column), scale=100.0)
     if selection_column is not None and best_epoch:
         _mark_best(axis, rows, selection_column, best_epoch)
-    _finish_axis(axis, epoch_range, "%", f"Recall@K and NMI — {title}", events)
+    _finish_axis(axis, epoch_range, "%", f"Recall@K and NMI, {metric_split} classes — {title}",
+                 events)
     _save(figure, run_dir / "metrics.png")
 
 

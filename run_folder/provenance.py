@@ -3,8 +3,10 @@
 The command line (and the folder it ran in: relative paths resolve from
 there), the git commit of the code and whether the tree had uncommitted
 changes, the versions of Python and of every library that changes numbers,
-the device, the CPU threads and the NMI k-means back end. Anything that
-cannot be determined (no git, a library not installed) is ``null``.
+the device, the CPU threads and the NMI k-means back end the run's config
+resolves to (``eval_params.kmeans``). A resume compares the fields that
+change numbers with the run's last record (``run_folder.resume``). Anything
+that cannot be determined (no git, a library not installed) is ``null``.
 """
 import json
 import os

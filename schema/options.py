@@ -61,6 +61,8 @@ SCHEMA = {
     "application": Option("DML", str, "Authors' key, only 'DML' is meaningful.", choices=("DML",)),
     "output_paht": Option(".", str, "Authors' spelling, kept on purpose: folder under which runs/ is "
                           "created unless --output_dir is given."),
+    "label": Option(None, str, "Ours: a name for the run (--label), e.g. the ablation's arm; changes nothing "
+                    "in the run, `python -m tools.results` shows it as a column.", nullable=True),
     "models": {
         "encoder_params": {
             "pretrained_path": Option("no", str, "Trained backbone weights to load (test mode, --bb_path); "

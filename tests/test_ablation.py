@@ -24,6 +24,7 @@ def test_two_tiny_arms_over_two_seeds_write_their_table(tmp_path, write_tiny_con
         assert [params["seed"] for params in seeds] == [0, 1]
         assert {params["loss_fn"]["fns"] for params in seeds} == {fns}
         assert {params["num_epochs"] for params in seeds} == {1}  # equal budget: the config's own
+        assert {yaml.safe_load((folder / "config.yaml").read_text())["label"] for folder in run_folders} == {arm}
     with open(output / "ablation.csv") as handle:
         rows = {row["arm"]: row for row in csv.DictReader(handle)}
     assert list(rows) == ["lsgnn_lsce", "lsce"]
@@ -38,6 +39,22 @@ def test_two_tiny_arms_over_two_seeds_write_their_table(tmp_path, write_tiny_con
     assert matplotlib.image.imread(output / "ablation.png").shape[2] in (3, 4)
     table = capsys.readouterr().out
     assert "| arm | runs | R@1 | NMI |" in table and "| lsce | 2 |" in table and " ± " in table
+
+
+@pytest.mark.slow
+def test_with_two_jobs_the_console_has_one_progress_line_and_each_log_stays_in_its_run_folder(
+        tmp_path, write_tiny_config, capfd):
+    config = write_tiny_config(num_epochs=1, max_iters_per_epoch=1, eval_before_training=0)
+    output = tmp_path / "ablation"
+    assert ablation.main(["--config_path", str(config), "--seeds", "1", "--arms", "lsgnn_lsce", "lsce",
+                          "--output", str(output), "--jobs", "2", "--set", "train_params.threads=1"]) == 0
+    console = capfd.readouterr().err
+    assert "ablation" in console and "2/2" in console
+    assert "epoch 1/1" not in console and " INFO train" not in console and "Epoch 1 test" not in console
+    for arm in ("lsgnn_lsce", "lsce"):
+        (run_folder,) = (output / arm).glob("seed0/*")
+        log = (run_folder / "train.log").read_text()
+        assert "Epoch 1 test" in log and "Best epoch 1" in log
 
 
 def test_the_arms_differ_only_in_their_own_keys():

@@ -42,21 +42,63 @@ def test_resume_after_editing_the_run_config_is_refused_naming_the_key(stopped_r
 @pytest.mark.slow
 def test_resume_with_more_epochs_is_applied_recorded_and_logged(stopped_run):
     config_path = stopped_run / "config.yaml"
-    raw = yaml.safe_load(config_path.read_text())
-    raw["train_params"]["num_epochs"] = 2
-    config_path.write_text(yaml.safe_dump(raw))
+    with_more_epochs(stopped_run)
     assert train.main(["--resume", str(stopped_run)]) == 0
     assert json.loads((stopped_run / "summary.json").read_text())["last_epoch"] == 2
     assert "train_params.num_epochs 1 -> 2" in (stopped_run / "train.log").read_text()
     assert yaml.safe_load(config_path.read_text())["train_params"]["num_epochs"] == 2
-    assert train.main(["--resume", str(stopped_run)]) == 0  # the record now says 2
+    assert train.main(["--resume", str(stopped_run)]) == 0  # the record now says 2: finished
+    assert not (stopped_run / "environment_resume2.json").exists()
+
+
+def with_more_epochs(run_folder, num_epochs=2):
+    """The run's config.yaml edited to train longer (a change a resume makes exactly)."""
+    config_path = run_folder / "config.yaml"
+    raw = yaml.safe_load(config_path.read_text())
+    raw["train_params"]["num_epochs"] = num_epochs
+    config_path.write_text(yaml.safe_dump(raw))
 
 
 @pytest.mark.slow
-def test_resume_with_other_cpu_threads_is_applied_and_logged(stopped_run):
-    assert train.main(["--resume", str(stopped_run), "--threads", "1"]) == 0
-    assert "train_params.threads None -> 1" in (stopped_run / "train.log").read_text()
-    assert yaml.safe_load((stopped_run / "config.yaml").read_text())["train_params"]["threads"] == 1
+def test_resume_with_another_thread_count_is_refused_unless_allowed_and_then_recorded(stopped_run, caplog):
+    with_more_epochs(stopped_run)
+    recorded_threads = json.loads((stopped_run / "environment.json").read_text())["cpu_threads"]
+    other = str(recorded_threads + 1)
+    with caplog.at_level(logging.ERROR):
+        assert train.main(["--resume", str(stopped_run), "--threads", other]) == 2
+    assert f"cpu_threads {recorded_threads} -> {other}" in caplog.text and "--allow_different_numbers" in caplog.text
+    assert not (stopped_run / "environment_resume1.json").exists()
+
+    assert train.main(["--resume", str(stopped_run), "--threads", other, "--allow_different_numbers"]) == 0
+    log = (stopped_run / "train.log").read_text()
+    assert "continues at epoch 2, step 1 of 1" in log
+    assert f"Resumed with cpu_threads {recorded_threads} -> {other} (--allow_different_numbers): from epoch 2, " \
+           "step 1 on the numbers differ" in log
+    config_text = (stopped_run / "config.yaml").read_text()
+    assert config_text.startswith("# Resumed with --allow_different_numbers at epoch 2, step 1: cpu_threads")
+    assert yaml.safe_load(config_text)["train_params"]["threads"] == int(other)
+    summary = json.loads((stopped_run / "summary.json").read_text())
+    assert summary["resumed_exactly"] is False
+    assert summary["differs_from"] == {"epoch": 2, "step": 1,
+                                       "changes": f"cpu_threads {recorded_threads} -> {other}"}
+    assert json.loads((stopped_run / "environment_resume1.json").read_text())["cpu_threads"] == int(other)
+
+
+@pytest.mark.slow
+def test_resume_with_changes_that_keep_the_numbers_is_recorded_as_exact(stopped_run):
+    with_more_epochs(stopped_run)
+    assert train.main(["--resume", str(stopped_run), "--set", "logging.tensorboard=0"]) == 0
+    assert json.loads((stopped_run / "summary.json").read_text())["resumed_exactly"] is True
+    assert not (stopped_run / "config.yaml").read_text().startswith("#")
+
+
+@pytest.mark.slow
+def test_resuming_a_finished_run_says_so_and_changes_nothing(stopped_run, caplog):
+    before = {path.name: path.read_bytes() for path in stopped_run.iterdir() if path.is_file()}
+    with caplog.at_level(logging.INFO):
+        assert train.main(["--resume", str(stopped_run), "--threads", "3"]) == 0
+    assert "is finished (all 1 epochs trained, summary.json written); nothing was changed" in caplog.text
+    assert {path.name: path.read_bytes() for path in stopped_run.iterdir() if path.is_file()} == before
 
 
 def test_resume_of_a_run_folder_without_config_yaml_says_so(tmp_path, caplog):

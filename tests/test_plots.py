@@ -50,8 +50,10 @@ def test_both_run_figures_share_the_epoch_axis_with_integer_ticks(tmp_path, monk
         axes.append(axis)
     monkeypatch.setattr(run_folder.plots, "_epoch_axis", recording_epoch_axis)
     plot_run(tmp_path, rows_of(epochs), ["loss_Total", "loss_MPN0"], ["test_R@1", "test_NMI"], "cub\nrun",
-             selection_column="test_R@1", best_epoch=1, events=[(1, "best weights reloaded, lr / 10")])
+             "test", selection_column="test_R@1", best_epoch=1, events=[(1, "best weights reloaded, lr / 10")])
     losses, metrics = axes
+    assert "training classes" in losses.get_title() and "test" not in losses.get_title()
+    assert "test classes" in metrics.get_title()
     assert losses.get_xlim() == metrics.get_xlim() == (epochs[0] - 0.5, epochs[-1] + 0.5)
     for axis in (losses, metrics):
         ticks = [tick for tick in axis.get_xticks() if epochs[0] - 0.5 <= tick <= epochs[-1] + 0.5]

@@ -403,6 +403,10 @@ def test_evaluator_reports_backbone_and_refined_metrics_with_seconds(mpn, caplog
     assert result["mpn_refined"] != result["backbone"]
     assert set(result["seconds"]) == {"embedding", "backbone_metrics", "graphs", "refinement", "refined_metrics"}
     assert "MPN-refined (60 graphs of 7)" in caplog.text
+    # The pictures of a pseudo_test run show both: the backbone's embeddings and the refined ones.
+    assert evaluator.last_refined.gallery.embeddings.shape == evaluator.last.gallery.embeddings.shape
+    assert not torch.equal(evaluator.last_refined.gallery.embeddings, evaluator.last.gallery.embeddings)
+    assert torch.equal(evaluator.last_refined.gallery.indices, evaluator.last.gallery.indices)
 
 
 def test_inshop_evaluator_refines_the_queries_with_gallery_graphs(mpn):
@@ -424,22 +428,30 @@ def test_inshop_evaluator_refines_the_queries_with_gallery_graphs(mpn):
 # --- end to end ----------------------------------------------------------------------
 
 @pytest.mark.slow
-def test_pseudo_test_with_a_training_runs_weights_writes_both_metric_sets(write_tiny_config, tmp_path):
+def test_pseudo_test_of_a_run_folder_finds_its_best_weights_and_writes_metrics_and_pictures(write_tiny_config,
+                                                                                           tmp_path, caplog):
     config_path = write_tiny_config(num_epochs=2, lr_drop_epochs=[2])
     assert train.main(["--config_path", str(config_path), "--output_dir", str(tmp_path / "train")]) == 0
     (run,) = (tmp_path / "train").iterdir()
     summary = json.loads((run / "summary.json").read_text())
-    raw = yaml.safe_load((run / "config.yaml").read_text())
-    raw["mode"] = "pseudo_test"
-    raw["eval_params"].update(graph_size=5, k1=10)
-    test_config = write_text(tmp_path, yaml.safe_dump(raw), "pseudo.yaml")
-    weights = summary["best_weights"]
-    assert train.main(["--config_path", str(test_config), "--bb_path", str(run / weights["backbone"]),
-                       "--gnn_path", str(run / weights["mpn"]), "--output_dir", str(tmp_path / "test")]) == 0
+    with caplog.at_level("ERROR"):
+        assert train.main(["--run", str(run)]) == UserInputError.exit_code
+    assert "add --mode pseudo_test" in caplog.text
+    assert train.main(["--run", str(run), "--mode", "pseudo_test", "--set", "eval_params.graph_size=5",
+                       "--set", "eval_params.k1=10", "--set", "logging.pictures=1",
+                       "--output_dir", str(tmp_path / "test")]) == 0
     (test_run,) = (tmp_path / "test").iterdir()
+    assert test_run.name.startswith("cub_resnet18_pseudo_test_")
+    config = yaml.safe_load((test_run / "config.yaml").read_text())
+    weights = summary["best_weights"]
+    assert config["models"]["encoder_params"]["pretrained_path"] == str(run / weights["backbone"])
+    assert config["models"]["gnn_params"]["pretrained_path"] == str(run / weights["mpn"])
     metrics = json.loads((test_run / "metrics.json").read_text())
     assert metrics["backbone"]["R@1"] == summary["best_metrics"]["test_R@1"]
     assert set(metrics["mpn_refined"]) == set(metrics["backbone"]) == {"R@1", "R@2", "R@4", "R@8", "NMI"}
     assert all(seconds >= 0 for seconds in metrics["seconds"].values())
     log = (test_run / "train.log").read_text()
     assert "Test, backbone only: R@1" in log and "Test, MPN-refined: R@1" in log
+    pictures = {"retrieval_worst.png", "retrieval_random.png", "embedding_map.png"}
+    assert pictures <= {path.name for path in (test_run / "pictures").iterdir()}
+    assert pictures == {path.name for path in (test_run / "pictures" / "mpn_refined").iterdir()}

@@ -87,10 +87,10 @@ def test_every_command_names_existing_files_and_known_flags(command):
         else:
             script = next(word for word in words if word.endswith(".py"))
             assert (REPO / script).is_file()
-            # train.py (also under torchrun) defines its flags; embed.py and retrieve.py theirs,
-            # retrieve.py taking embed.py's too, as tests/test_use_model.py reads them.
+            # train.py (also under torchrun) defines its flags; embed.py, retrieve.py and export.py theirs,
+            # retrieve.py and export.py taking embed.py's too (add_model_arguments).
             known_flags = defined_flags(REPO / script)
-            if script == "retrieve.py":
+            if script in ("retrieve.py", "export.py"):
                 known_flags |= defined_flags(REPO / "embed.py")
         for word in words:
             if word.startswith("--") and "=" not in word and "nproc" not in word:
@@ -109,7 +109,8 @@ def test_every_dotted_config_key_in_readme_and_docs_exists():
     keys = {key for key, _ in iter_options(SCHEMA)}
     sections = {key.rsplit(".", 1)[0] for key in keys if "." in key}
     mentioned = set(re.findall(r"`((?:[a-z_]+\.)+[a-z_]+)(?::[^`]*)?`", ALL_PAGES))
-    file_suffixes = (".py", ".pth", ".txt", ".yaml", ".yml", ".md", ".png", ".csv", ".json", ".log", ".zip")
+    file_suffixes = (".py", ".pth", ".txt", ".yaml", ".yml", ".md", ".png", ".csv", ".json", ".log", ".zip", ".npz",
+                     ".onnx", ".pt", ".index")
     mentioned = {key for key in mentioned if not key.endswith(file_suffixes)
                  and not key.startswith(("dataset.prepare", "torch.", "sklearn."))}
     assert mentioned, "no config keys found"

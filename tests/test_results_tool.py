@@ -119,7 +119,9 @@ def test_each_run_is_read_with_its_status(runs):
 def test_one_row_per_run_with_best_last_and_test_of_best_in_percent(runs, capsys):
     output, folders = runs
     assert results.main([str(output)]) == 0
-    table = capsys.readouterr().out.splitlines()
+    text = capsys.readouterr().out
+    table, _, problems = text.partition("\n\n")
+    table = table.splitlines()
     assert len(table) == 2 + len(folders)
     columns, rows = results.per_run_table([read_run(folder) for folder in folders.values()])
     by_name = {row["run"]: row for row in rows}
@@ -135,7 +137,9 @@ def test_one_row_per_run_with_best_last_and_test_of_best_in_percent(runs, capsys
     in_progress = by_name["copy_in_progress"]
     assert (in_progress["status"], in_progress["best epoch"]) == (IN_PROGRESS, summary_of(folders[0])["best_epoch"])
     assert by_name[folders["diverged"].name]["last epoch"] == 1
-    assert any(line.startswith(f"| {folders['diverged'].name} | broken: The loss became") for line in table)
+    assert any(line.startswith(f"| {folders['diverged'].name} | broken |") for line in table)
+    assert f"- {folders['diverged'].name}: broken: The loss became" in problems
+    assert in_progress["status"] == IN_PROGRESS and "- copy_damaged: broken: summary.json unreadable" in problems
 
 
 def test_group_gives_mean_and_std_over_seeds_and_lists_the_unfinished(runs, capsys, tmp_path):
@@ -154,7 +158,8 @@ def test_group_gives_mean_and_std_over_seeds_and_lists_the_unfinished(runs, caps
     assert set(unfinished) == {folders["diverged"].name, "copy_in_progress", "copy_damaged"}
     assert "Not in the means" in text and "copy_damaged | broken" in text
     assert statistics.stdev(values) > 0
-    assert f"{statistics.fmean(values):.2f} ± {statistics.stdev(values):.2f}" in text
+    recalls = [100 * summary_of(folders[seed])["test_metrics_of_best_epoch"]["R@1"] for seed in (0, 1)]
+    assert f"| cub | resnet18 | 0, 1 | {statistics.fmean(recalls):.2f} ± {statistics.stdev(recalls):.2f} |" in text
 
 
 def test_existing_csv_and_paths_without_runs_are_refused(runs, tmp_path, capsys):

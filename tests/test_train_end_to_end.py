@@ -101,6 +101,8 @@ def test_resume_after_sigterm_mid_epoch_ends_like_the_uninterrupted_run(
     interrupted = run_folder(tmp_path)
     assert "resume with `python train.py --resume" in (interrupted / "train.log").read_text()
     assert train.main(["--resume", str(interrupted / "last.pth")]) == 0
+    assert "(1 epoch(s) completed): continues at epoch 2, step 3 of 5" in (interrupted / "train.log").read_text()
+    assert json.loads((interrupted / "summary.json").read_text())["resumed_exactly"] is True
     assert_same_final_state(interrupted, finished_run)
 
 
@@ -295,7 +297,7 @@ def test_resume_without_the_best_weights_files_says_which_file_to_copy_back(writ
     missing = json.loads((folder / "summary.json").read_text())["best_weights"]["mpn"]
     (folder / missing).unlink()
     with caplog.at_level(logging.ERROR):
-        assert train.main(["--resume", str(folder)]) == 2
+        assert train.main(["--resume", str(folder), "--set", "train_params.num_epochs=2"]) == 2
     assert f"names the best weights file {missing}, which is not in the run folder" in caplog.text
 def test_is_apex_authors_on_the_cpu_trains_float32_and_records_it(write_tiny_config, tmp_path, caplog):
     import logging

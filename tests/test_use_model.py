@@ -2,6 +2,7 @@
 import csv
 import json
 import logging
+import os
 import shutil
 
 import numpy as np
@@ -246,7 +247,28 @@ def test_retrieve_one_image_of_a_gallery_folder_skips_its_own_file(model_run, pa
 # --------------------------------------------------------------- bad inputs
 def test_embed_refuses_a_missing_run(tmp_path, caplog, pattern_tree):
     assert_refused(caplog, embed.main, ["--run", str(tmp_path / "nope"), "--images", str(pattern_tree / "images"),
-                                        "--output", str(tmp_path / "e.npz")], "is not a run folder")
+                                        "--output", str(tmp_path / "e.npz")], "is not a run folder", "--run latest")
+    assert "<" not in caplog.text, "no placeholder such as <time> that a user would paste"
+
+
+def test_run_latest_is_the_newest_finished_run_in_runs(tmp_path, caplog, model_run, pattern_tree, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    images = str(pattern_tree / "images")
+    assert_refused(caplog, embed.main, ["--run", "latest", "--images", images, "--output", "e.npz"],
+                   "--run latest: no finished training run", str(tmp_path / "runs"))
+    older, newer = tmp_path / "runs" / "ablation" / "lsce" / "seed0" / "older", tmp_path / "runs" / "newer"
+    shutil.copytree(model_run, older)
+    shutil.copytree(model_run, newer)
+    os.utime(older / "summary.json", (2_000_000_000, 2_000_000_000))  # the later one, at depth 4
+    unfinished = tmp_path / "runs" / "unfinished"
+    unfinished.mkdir()
+    shutil.copy(model_run / "config.yaml", unfinished)
+    (unfinished / "summary.json").write_text('{"status": "failed", "error": "x"}')
+    os.utime(unfinished / "summary.json", (2_100_000_000, 2_100_000_000))
+    with caplog.at_level(logging.INFO):
+        assert embed.main(["--run", "latest", "--images", images, "--output", "runs/e.npz"]) == 0
+    assert f"--run latest: {older.relative_to(tmp_path)}" in caplog.text
+    assert len(load_embeddings(tmp_path / "runs" / "e.npz", "--gallery").paths) == 96
 
 
 def test_embed_refuses_a_run_without_best_weights(tmp_path, caplog, model_run, pattern_tree):

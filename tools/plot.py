@@ -38,8 +38,8 @@ def read_rows(run_dir):
     """The rows of ``metrics.csv`` with numbers as numbers ('' stays missing)."""
     path = Path(run_dir) / METRICS_CSV_NAME
     if not path.is_file():
-        raise UserInputError(f"{run_dir} has no metrics.csv; pass run folders written by train.py "
-                             "(runs/<dataset>_<net>_<mode>_<time>/).")
+        raise UserInputError(f"{run_dir} has no metrics.csv; pass training run folders written by train.py "
+                             "(the folders in runs/).")
     with open(path, newline="") as handle:
         rows = [{key: _number(value) for key, value in row.items()} for row in csv.DictReader(handle)]
     if not rows or "epoch" not in rows[0]:

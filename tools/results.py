@@ -1,13 +1,16 @@
 """Results tables across runs: ``python -m tools.results runs/...``.
 
-One row per run folder (dataset, backbone, seed, selection protocol, best
-epoch and its metrics, last epoch and its metrics, the test metrics of the
-best epoch when selecting on held-out classes, time), or with ``--group``
-one row per config differing only in ``train_params.seed``: mean and sample
-standard deviation over its finished runs. Metrics are in percent. Runs
-without results (in progress, stopped, broken) are listed as such, never
-dropped. Markdown goes to stdout; ``--csv FILE`` also writes the table as CSV
-(a new file; an existing one is never overwritten).
+Every run folder at or below the paths given is read, at any depth. One
+row per run, or with ``--group`` one row per config differing only in
+``train_params.seed``: mean and sample standard deviation over its finished
+runs. Metrics are in percent. Runs without results (in progress, stopped,
+broken) are listed as such, never dropped. The Markdown table on stdout
+holds what a reader compares runs by (run, label, status, seed, best epoch,
+the test R@1 and NMI, the MPN-refined R@1 of a pseudo_test run, seconds) and
+fits a 100-column terminal; ``--csv FILE`` writes every column (dataset,
+backbone, selection protocol, best and last epoch with all their metrics,
+the test metrics of the best epoch, ...) to a new file, never over an
+existing one.
 """
 import argparse
 import copy
@@ -20,15 +23,19 @@ import statistics
 import sys
 from pathlib import Path
 
-from tools.run_folders import FINISHED, looks_like_run, read_run
+from tools.run_folders import FINISHED, read_run, run_folders_below
 from utils.errors import UserInputError
 from utils.io import atomic_write_text
 from utils.console import setup_console_logging
 
 logger = logging.getLogger("tools.results")
 
-RUN_COLUMNS = ("run", "status", "dataset", "backbone", "seed", "protocol")
-GROUP_COLUMNS = ("dataset", "backbone", "protocol", "seeds", "runs")
+RUN_COLUMNS = ("run", "label", "status", "dataset", "backbone", "seed", "protocol")
+GROUP_COLUMNS = ("label", "dataset", "backbone", "protocol", "seeds", "runs")
+# The columns of the printed tables (those with a value in some row); the CSV has them all.
+SHOWN_RUN_COLUMNS = ("run", "label", "status", "seed", "best epoch", "R@1", "NMI", "MPN R@1", "time_s")
+SHOWN_GROUP_COLUMNS = ("label", "dataset", "backbone", "seeds", "R@1 mean", "NMI mean", "MPN R@1 mean",
+                       "time_s mean")
 
 
 def parse_args(argv=None):
@@ -41,7 +48,7 @@ def parse_args(argv=None):
 
 
 def find_run_folders(patterns):
-    """Run folders named by ``patterns``: a run folder itself, or every run folder inside one."""
+    """Run folders named by ``patterns``: each match and every run folder below it, at any depth."""
     folders = []
     for pattern in patterns:
         matches = sorted(glob.glob(pattern)) or ([pattern] if Path(pattern).exists() else [])
@@ -49,11 +56,7 @@ def find_run_folders(patterns):
             raise UserInputError(f"{pattern} matches no file or folder; pass run folders or the folder "
                                  "that holds them (e.g. runs/).")
         for match in map(Path, matches):
-            if looks_like_run(match):
-                folders.append(match)
-            elif match.is_dir():
-                folders.extend(sorted(child for child in match.iterdir()
-                                      if child.is_dir() and looks_like_run(child)))
+            folders.extend(run_folders_below(match))
     unique = list(dict.fromkeys(folder.resolve() for folder in folders))
     if not unique:
         raise UserInputError(f"No run folder (one holding config.yaml, train.log, metrics.csv or "
@@ -64,16 +67,20 @@ def find_run_folders(patterns):
 def per_run_table(runs):
     """``(columns, rows)``: one row per run, metrics in percent."""
     best, last, test = (_keys(runs, attribute) for attribute in ("best", "last", "test_of_best"))
-    columns = [*RUN_COLUMNS, "best epoch", *(f"best {key}" for key in best), "last epoch",
-               *(f"last {key}" for key in last), *(f"test of best {key}" for key in test), "time_s"]
+    refined = _keys(runs, "refined")
+    columns = [*RUN_COLUMNS, "best epoch", "R@1", "NMI", "MPN R@1", *(f"best {key}" for key in best),
+               "last epoch", *(f"last {key}" for key in last), *(f"test of best {key}" for key in test),
+               *(f"MPN-refined {key}" for key in refined), "time_s"]
     rows = []
     for run in runs:
-        row = {"run": run.path.name, "status": _status(run), "dataset": run.dataset,
+        row = {"run": run.path.name, "label": run.label, "status": _status(run), "dataset": run.dataset,
                "backbone": run.backbone, "seed": run.seed, "protocol": run.protocol,
-               "best epoch": run.best_epoch, "last epoch": run.last_epoch, "time_s": run.seconds}
+               "best epoch": run.best_epoch, "R@1": run.result.get("R@1"), "NMI": run.result.get("NMI"),
+               "MPN R@1": run.refined.get("R@1"), "last epoch": run.last_epoch, "time_s": run.seconds}
         row.update({f"best {key}": value for key, value in run.best.items()})
         row.update({f"last {key}": value for key, value in run.last.items()})
         row.update({f"test of best {key}": value for key, value in run.test_of_best.items()})
+        row.update({f"MPN-refined {key}": value for key, value in run.refined.items()})
         rows.append(row)
     return columns, rows
 
@@ -89,8 +96,8 @@ def grouped_table(runs):
     rows = []
     for members in groups.values():
         first = members[0][0]
-        row = {"dataset": first.dataset, "backbone": first.backbone, "protocol": first.protocol,
-               "seeds": ", ".join(str(run.seed) for run, _ in members), "runs": len(members)}
+        row = {"label": first.label, "dataset": first.dataset, "backbone": first.backbone,
+               "protocol": first.protocol, "seeds": ", ".join(str(run.seed) for run, _ in members), "runs": len(members)}
         for column in value_columns:
             values = [member_row[column] for _, member_row in members
                       if isinstance(member_row.get(column), (int, float))]
@@ -103,6 +110,16 @@ def grouped_table(runs):
                                          if any(f"{column} mean" in row for row in rows))]
     unfinished = [{"run": run.path.name, "status": _status(run)} for run in runs if run.status != FINISHED]
     return grouped_columns, rows, unfinished
+
+
+def shown_columns(candidates, rows):
+    """The ``candidates`` that hold a value in some row (an empty label or NMI column is left out)."""
+    return [column for column in candidates if any(row.get(column) not in (None, "") for row in rows)]
+
+
+def problems(runs):
+    """One line per run that has a problem (why it is broken or stopped), for below the table."""
+    return "".join(f"\n- {run.path.name}: {run.status}: {run.problem}" for run in runs if run.problem)
 
 
 def markdown_table(columns, rows):
@@ -137,15 +154,7 @@ def main(argv=None):
         if args.csv and Path(args.csv).exists():
             raise UserInputError(f"--csv {args.csv} already exists; name a new file or move that one away.")
         runs = [read_run(folder) for folder in find_run_folders(args.paths)]
-        if args.group:
-            columns, rows, unfinished = grouped_table(runs)
-            text = markdown_table(columns, rows)
-            if unfinished:
-                text += "\n\nNot in the means:\n\n" + markdown_table(["run", "status"], unfinished)
-            table = csv_text([*columns, "run", "status"], rows + unfinished)
-        else:
-            columns, rows = per_run_table(runs)
-            text, table = markdown_table(columns, rows), csv_text(columns, rows)
+        text, table = (grouped_text if args.group else per_run_text)(runs)
         if args.csv:
             atomic_write_text(args.csv, table)
     except UserInputError as error:
@@ -153,6 +162,27 @@ def main(argv=None):
         return UserInputError.exit_code
     sys.stdout.write(text + "\n")
     return 0
+
+
+def per_run_text(runs):
+    """``(Markdown for the terminal, CSV of every column)`` of one row per run."""
+    columns, rows = per_run_table(runs)
+    short = [{**row, "status": run.status} for run, row in zip(runs, rows)]
+    text = markdown_table(shown_columns(SHOWN_RUN_COLUMNS, short), short)
+    if any(run.problem for run in runs):
+        text += "\n" + problems(runs)
+    return text, csv_text(columns, rows)
+
+
+def grouped_text(runs):
+    """``(Markdown, CSV)`` of one row per config without the seed, then the runs left out of the means."""
+    columns, rows, unfinished = grouped_table(runs)
+    shown = shown_columns(SHOWN_GROUP_COLUMNS, rows) + [f"{column[:-len('mean')]}std" for column in
+                                                        SHOWN_GROUP_COLUMNS if column.endswith(" mean")]
+    text = markdown_table([column for column in columns if column in shown], rows)
+    if unfinished:
+        text += "\n\nNot in the means:\n\n" + markdown_table(["run", "status"], unfinished)
+    return text, csv_text([*columns, "run", "status"], rows + unfinished)
 
 
 def _keys(runs, attribute):
@@ -179,15 +209,9 @@ def _format(column, value):
         return ""
     if isinstance(value, float):
         if column.startswith("time_s"):
-            return _hours_minutes_seconds(value)
+            return f"{value:.0f}"  # seconds, as the column's name says
         return f"{value:.1f}" if "epoch" in column else f"{value:.2f}"
     return str(value)
-
-
-def _hours_minutes_seconds(seconds):
-    minutes, seconds = divmod(round(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}:{minutes:02d}:{seconds:02d}"
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ unpickled and nothing is written. Files a run folder may hold besides
 import csv
 import json
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +23,9 @@ FINISHED, IN_PROGRESS, STOPPED, BROKEN = "finished", "in progress", "stopped", "
 STOPPED_MARK = "Stopped at epoch"
 # train.py writes summary.json with this status for a run that stopped on an error.
 FAILED_MARK = "failed"
+TEST_MODES = ("test", "pseudo_test")
+# The two sets of metrics in a pseudo_test run's metrics.json (engine.test_modes.run_pseudo_test).
+PSEUDO_TEST_BACKBONE, PSEUDO_TEST_REFINED = "backbone", "mpn_refined"
 # Characters of a logged error kept as the reason a run is broken.
 PROBLEM_LENGTH = 120
 
@@ -40,7 +44,20 @@ class Run:
     last_epoch: int = None
     last: dict = field(default_factory=dict)
     test_of_best: dict = field(default_factory=dict)
+    refined: dict = field(default_factory=dict)
     seconds: float = None
+
+    @property
+    def label(self):
+        return self.config.get("label") or ""
+
+    @property
+    def result(self):
+        """The run's test metrics (bare names): of the best epoch, or of a test run's one evaluation."""
+        if self.test_of_best:
+            return self.test_of_best
+        metrics = self.best if self.best else self.last
+        return {key.removeprefix("test_"): value for key, value in metrics.items() if key.startswith("test_")}
 
     @property
     def dataset(self):
@@ -76,6 +93,17 @@ def looks_like_run(folder):
     return any((Path(folder) / name).is_file() for name in RUN_FILES)
 
 
+def run_folders_below(folder):
+    """Every run folder at or below ``folder``, at any depth (an ablation's ``<arm>/seed<N>/<run>``,
+    a random search's trials), in path order; links to folders are not followed."""
+    found = []
+    for root, children, _files in os.walk(folder):
+        children.sort()
+        if looks_like_run(root):
+            found.append(Path(root))
+    return found
+
+
 def read_run(folder):
     """A ``Run``; a folder that cannot be read is a ``broken`` run saying why."""
     folder = Path(folder)
@@ -98,7 +126,7 @@ def _read_run(folder):
         summary = None  # only says why the run stopped; its epochs are in metrics.csv
     run = Run(folder, FINISHED if summary is not None else IN_PROGRESS, config=config)
     run.seconds = _total_seconds(rows)
-    if config.get("mode", "train") in ("test", "pseudo_test"):
+    if config.get("mode", "train") in TEST_MODES:
         return _test_mode_run(run, folder)
     if rows:
         run.last_epoch, run.last = _epoch(rows[-1]), _metrics(rows[-1])
@@ -116,18 +144,19 @@ def _read_run(folder):
 
 
 def _test_mode_run(run, folder):
-    """``mode: test`` evaluates once into metrics.json; shown as its last metrics. ``pseudo_test``'s
-    metrics.json holds the backbone's (``test_``) and the MPN-refined ones (``refined_``)."""
+    """``mode: test`` evaluates once into metrics.json, shown as its last metrics; ``pseudo_test``'s
+    metrics.json holds the backbone's metrics (its last), the MPN-refined ones and the seconds of each stage."""
     metrics = _read_json(folder / TEST_METRICS_NAME)
     if metrics is None:
         run.status, run.problem = _unfinished_status(folder / LOG_NAME)
         return run
     run.status = FINISHED
-    if isinstance(metrics.get("backbone"), dict) and isinstance(metrics.get("mpn_refined"), dict):
-        run.last = {**_percent({f"test_{name}": value for name, value in metrics["backbone"].items()}),
-                    **_percent({f"refined_{name}": value for name, value in metrics["mpn_refined"].items()})}
-    else:
-        run.last = _percent({f"test_{name}": value for name, value in metrics.items()})
+    if isinstance(metrics.get(PSEUDO_TEST_BACKBONE), dict):
+        run.refined = _percent(metrics.get(PSEUDO_TEST_REFINED) or {})
+        seconds = [_number(value) for value in (metrics.get("seconds") or {}).values()]
+        run.seconds = sum(value for value in seconds if value is not None) or None
+        metrics = metrics[PSEUDO_TEST_BACKBONE]
+    run.last = _percent({f"test_{name}": value for name, value in metrics.items()})
     return run
 
 

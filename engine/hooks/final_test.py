@@ -4,6 +4,7 @@ import logging
 from evaluation import format_metrics
 from run_folder.history import is_metric_column
 from run_folder.layout import write_summary
+from run_folder.resume import resume_summary
 
 from engine.hooks.base import Hook
 
@@ -27,7 +28,8 @@ class FinalTest(Hook):
         best = self.best_weights.best
         last_row = trainer.history.rows[-1] if trainer.history.rows else {}
         summary = {"best_epoch": best.epoch, "best_metrics": best.metrics, "last_epoch": trainer.epoch,
-                   "last_metrics": {key: value for key, value in last_row.items() if is_metric_column(key)}}
+                   "last_metrics": {key: value for key, value in last_row.items() if is_metric_column(key)},
+                   **resume_summary(trainer.resumes)}
         if "val" in trainer.evaluators and best.backbone_file is not None:
             self.best_weights.reload(trainer, [(trainer.backbone, best.backbone_file)])
             test_metrics = trainer.evaluate("test", "the final test evaluation")

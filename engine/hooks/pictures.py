@@ -5,7 +5,7 @@ hook keeps a CPU copy of the best epoch's and the last epoch's, so the
 pictures cost nothing per epoch. Main process only. Files:
 ``pictures/best_epoch/`` and ``pictures/last_epoch/``, each with
 ``retrieval_worst.png``, ``retrieval_random.png`` and ``embedding_map.png``
-(a test run: ``pictures/``).
+(a test run: ``pictures/``; a pseudo_test run also ``pictures/mpn_refined/``).
 """
 import importlib.util
 import io
@@ -44,13 +44,13 @@ def write_pictures(folder, pictures, heading):
     logger.info("Pictures of the %s: %s in %s", heading, ", ".join(pictures), folder)
 
 
-def draw_test_pictures(config, run_dir, last, loaders):
-    """Test mode: the pictures of its one evaluation in ``<run_dir>/pictures``."""
+def draw_test_pictures(config, run_dir, last, loaders, subfolder="", heading="test run"):
+    """Test modes: the pictures of one evaluation in ``<run_dir>/pictures[/subfolder]``."""
     options = config["logging"]
     if options["pictures"]:
-        pictures = draw_evaluation_pictures(evaluated_sets(last, loaders), "test run", config["train_params"]["seed"],
+        pictures = draw_evaluation_pictures(evaluated_sets(last, loaders), heading, config["train_params"]["seed"],
                                             options["embedding_map"])
-        write_pictures(run_dir / PICTURES_FOLDER, pictures, "test run")
+        write_pictures(run_dir / PICTURES_FOLDER / subfolder, pictures, heading)
 
 
 class Pictures(Hook):

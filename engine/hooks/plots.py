@@ -17,8 +17,8 @@ class Plots(Hook):
         rows = trainer.history.rows
         columns = trainer.history.columns()
         split = trainer.selection_split
-        title = f"{self.dataset_name}, {split} classes, {self.net_type}\n{self.run_dir.name}"
+        title = f"{self.dataset_name}, {self.net_type}\n{self.run_dir.name}"
         plot_run(self.run_dir, rows, [c for c in columns if c.startswith("loss_")],
-                 [c for c in columns if is_metric_column(c)], title, selection_column=f"{split}_R@1",
+                 [c for c in columns if is_metric_column(c)], title, split, selection_column=f"{split}_R@1",
                  best_epoch=self.best_weights.best.epoch,
                  events=schedule_events(self.lr_drop_epochs, [row["epoch"] for row in rows]))
