@@ -1,12 +1,19 @@
 """``build_dataset``: the one door from a dataset name and split to a Dataset."""
+import os
+
+import numpy as np
+
 from .folder import read_folder_split
 from .image_list import ImageListDataset
 from .inshop import read_inshop_split
+from .table import read_table
 from utils.errors import UserInputError
 
 # Datasets in the folder layout; SOP tests on all classes after the training ones.
 FOLDER_DATASETS = {"cub": False, "cars": False, "sop": True, "demo": False}
-DATASET_NAMES = sorted([*FOLDER_DATASETS, "in_shop"])
+DATASET_NAMES = sorted([*FOLDER_DATASETS, "in_shop", "table"])
+# Test splits a dataset can be asked for: In-Shop's two files, a table's queries and gallery or all its test rows.
+TEST_SPLITS = {"in_shop": ("query", "gallery"), "table": ("test", "query", "gallery")}
 MIN_CLASSES_PER_SIDE = 2
 
 
@@ -68,13 +75,15 @@ def hold_out_classes(paths, labels, held_out, split):
 
 def check_split(dataset_short, split, holds_out):
     """Splits are chosen by code, not by the user: a wrong one is a bug."""
-    test_splits = ("query", "gallery") if dataset_short == "in_shop" else ("test",)
+    test_splits = TEST_SPLITS.get(dataset_short, ("test",))
     allowed = ("train", *test_splits) + (("val",) if holds_out else ())
     if split not in allowed:
         raise ValueError(f"split must be one of {allowed} for {dataset_short}, got {split!r}")
 
 
-def read_split(dataset_short, root, split, num_classes):
+def read_split(dataset_short, root, split, num_classes, table=None):
+    if dataset_short == "table":
+        return read_table(root, table).split(split)
     if dataset_short == "in_shop":
         paths, labels = read_inshop_split(root, split)
         if split == "train" and len(set(labels)) != num_classes:
@@ -86,11 +95,18 @@ def read_split(dataset_short, root, split, num_classes):
     return read_folder_split(root, split, num_classes, rest_is_test=FOLDER_DATASETS[dataset_short])
 
 
+def gallery_copies(query_set, gallery_set):
+    """Per query item, the index of the gallery item with the same image file, or -1 (``int64`` array)."""
+    gallery_index = {os.path.abspath(path): index for index, path in enumerate(gallery_set.paths)}
+    return np.array([gallery_index.get(os.path.abspath(path), -1) for path in query_set.paths], dtype=np.int64)
+
+
 def build_dataset(dataset_short, root, split, num_classes, transform, val_fraction=0.0,
-                  skip_broken_images=False, val_fold=None):
+                  skip_broken_images=False, val_fold=None, table=None):
     """A Dataset of ``(image, label, index, path)`` items for one split.
 
-    ``split``: 'train' or 'test' ('query' / 'gallery' for In-Shop); with
+    ``split``: 'train' or 'test' ('query' / 'gallery' for In-Shop and a
+    ``table``, the CSV file of ``dataset_short`` 'table'); with
     ``val_fraction`` > 0 or an MLRC ``val_fold`` (0-3) also 'val', the
     training classes 'train' leaves out.
     """
@@ -101,7 +117,7 @@ def build_dataset(dataset_short, root, split, num_classes, transform, val_fracti
     holds_out = val_fraction > 0 or val_fold is not None
     check_split(dataset_short, split, holds_out)
     source_split = "train" if split == "val" else split
-    paths, labels = read_split(dataset_short, root, source_split, num_classes)
+    paths, labels = read_split(dataset_short, root, source_split, num_classes, table)
     if holds_out and source_split == "train":
         held_out = held_out_classes(len(set(labels)), val_fraction, val_fold)
         paths, labels = hold_out_classes(paths, labels, held_out, split)

@@ -1,6 +1,8 @@
 """Lay out a download the way ``build_dataset`` reads it, never touching the download.
 
     python -m dataset.prepare sop|inshop|cars <download dir> <out dir>
+    python -m dataset.prepare table <folder of class folders> <out.csv>
+        [--test_fraction F] [--query_fraction Q] [--seed S]
 
 sop:    <out>/images/{class_id:05d}/<image> from Ebay_train.txt and Ebay_test.txt
         (SOP's training class ids all precede its test ones, so the sorted
@@ -8,6 +10,8 @@ sop:    <out>/images/{class_id:05d}/<image> from Ebay_train.txt and Ebay_test.tx
 cars:   <out>/images/{class:03d}/<image> from the devkit's cars_annos.mat
         (all 196 classes; the first 98 train).
 inshop: <out>/Img/<image_name> and <out>/Eval/list_eval_partition.txt.
+table:  a class-disjoint split table of your own class folders, for
+        ``dataset_short: table`` (``dataset.split_table``); only the CSV is written.
 
 Files are hard-linked (copied where the output is on another file system);
 nothing in the download is moved or deleted. A second run finds every file
@@ -25,6 +29,7 @@ from tqdm import tqdm
 
 from .annotations import read_cars_annotations, read_sop_list
 from .inshop import PARTITION_FILE, read_partition
+from .split_table import write_split_table
 from utils.errors import UserInputError
 
 logger = logging.getLogger(__name__)
@@ -173,10 +178,21 @@ def prepare(name, download, out):
 def parse_args(argv):
     parser = argparse.ArgumentParser(
         prog="python -m dataset.prepare",
-        description="Lay out a dataset download for training, by hard links or copies.")
-    parser.add_argument("dataset", choices=sorted(PLANS))
-    parser.add_argument("download_dir", help="the unpacked download (read only)")
-    parser.add_argument("out_dir", help="where the prepared layout goes")
+        description="Lay out a dataset download for training, by hard links or copies; or write the split "
+                    "table of your own class folders.")
+    commands = parser.add_subparsers(dest="dataset", required=True)
+    for name in sorted(PLANS):
+        layout = commands.add_parser(name, help=f"lay out the {name} download")
+        layout.add_argument("download_dir", help="the unpacked download (read only)")
+        layout.add_argument("out_dir", help="where the prepared layout goes")
+    table = commands.add_parser("table", help="write a class-disjoint split table of a folder of class folders")
+    table.add_argument("folder", help="the folder with one sub-folder of images per class (read only)")
+    table.add_argument("out_csv", help="the table to write (a new file outside the folder)")
+    table.add_argument("--test_fraction", type=float, default=0.5, help="share of the classes that test (0.5)")
+    table.add_argument("--query_fraction", type=float, default=None,
+                       help="share of each test class's images that are queries, the rest gallery; "
+                            "default: no queries, every test image against all the others")
+    table.add_argument("--seed", type=int, default=0, help="seed of the draw (0)")
     return parser.parse_args(argv)
 
 
@@ -185,7 +201,10 @@ def main(argv=None):
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     try:
-        prepare(args.dataset, args.download_dir, args.out_dir)
+        if args.dataset == "table":
+            write_split_table(args.folder, args.out_csv, args.test_fraction, args.query_fraction, args.seed)
+        else:
+            prepare(args.dataset, args.download_dir, args.out_dir)
     except UserInputError as error:
         logger.error("%s", error)
         return UserInputError.exit_code

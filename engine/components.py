@@ -5,14 +5,12 @@ from dataclasses import dataclass, field
 import torch
 
 from dataset import ClassBalancedSampler, build_eval_loader, build_train_loader, ensure_demo_dataset
+from dataset.build import gallery_copies
 from evaluation import Evaluator
 from evaluation.refinement import RefinementOptions
 from utils.errors import UserInputError
 
 logger = logging.getLogger(__name__)
-
-# Held-out training classes are scored like CUB: Recall@1,2,4,8 and NMI.
-VALIDATION_METRIC_SET = "cub"
 
 
 @dataclass
@@ -58,8 +56,11 @@ def build_data(recipe, mode, rank=0, world_size=1, pin_memory=False):
             split_set, num_replicas=world_size, rank=rank, shuffle=False)
         return build_eval_loader(split_set, eval_batch, workers, pin_memory=pin_memory, sampler=shard)
 
-    if recipe.dataset_name == "in_shop":
-        eval_loaders = {"test": {"query_loader": eval_loader("query"), "gallery_loader": eval_loader("gallery")}}
+    if recipe.test_splits == ("query", "gallery"):
+        query_loader, gallery_loader = eval_loader("query"), eval_loader("gallery")
+        # A table may list an image as query and gallery item; it must never be its own neighbour.
+        eval_loaders = {"test": {"query_loader": query_loader, "gallery_loader": gallery_loader,
+                                 "query_in_gallery": gallery_copies(query_loader.dataset, gallery_loader.dataset)}}
     else:
         eval_loaders = {"test": {"loader": eval_loader("test")}}
     if holds_out:
@@ -85,7 +86,7 @@ def build_data(recipe, mode, rank=0, world_size=1, pin_memory=False):
 
 
 def build_evaluators(recipe, device, autocast_dtype=None, distributed=None, stop_request=None):
-    """The test evaluator of the dataset's metric set, and the validation one when classes are held out.
+    """The test evaluator of the recipe's metric set, and the validation one when classes are held out.
 
     Under torchrun every rank embeds its shard; the shards are gathered and
     the metrics computed on rank 0, then shared, so all ranks agree. With a
@@ -104,9 +105,9 @@ def build_evaluators(recipe, device, autocast_dtype=None, distributed=None, stop
                    extra_metrics=config["eval_params"]["metrics"],
                    kmeans_backend=recipe.kmeans_backend,
                    should_stop=should_stop)
-    evaluators = {"test": Evaluator(recipe.dataset_name, **options)}
+    evaluators = {"test": Evaluator(recipe.metric_set, **options)}
     if recipe.holds_out_classes and config["mode"] not in ("test", "pseudo_test"):
-        evaluators["val"] = Evaluator(VALIDATION_METRIC_SET, **options)
+        evaluators["val"] = Evaluator(recipe.validation_metric_set, **options)
     return evaluators
 
 

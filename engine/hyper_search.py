@@ -29,11 +29,11 @@ CLASSES_PER_BATCH = (6, 15)  # the authors' range of P
 
 def check_search_space(config, source):
     """Every trial's draw must fit the training split; say so before any trial runs."""
-    num_classes, largest_draw = config["dataset"]["num_classes"], CLASSES_PER_BATCH[1]
+    num_classes, largest_draw = RunRecipe(config).num_classes, CLASSES_PER_BATCH[1]
     if num_classes < largest_draw:
         raise UserInputError(f"mode hyper_search in {source} draws up to {largest_draw} classes per batch "
-                             f"(the authors' range {CLASSES_PER_BATCH[0]}..{largest_draw}) but "
-                             f"dataset.num_classes is {num_classes}; search on a dataset with at least "
+                             f"(the authors' range {CLASSES_PER_BATCH[0]}..{largest_draw}) but the training "
+                             f"split has {num_classes} classes; search on a dataset with at least "
                              f"{largest_draw} training classes.")
     labels = training_labels(config)
     bssampling = config["dataset"]["bssampling"]

@@ -7,7 +7,7 @@ import torch
 
 from evaluation.clustering import nmi, nmi_backend
 from evaluation.embeddings import extract_embeddings
-from evaluation.metric_sets import format_metrics, metric_set
+from evaluation.metric_sets import MetricSet, format_metrics, metric_set
 from schema.options import EXTRA_METRIC_COLUMNS
 from evaluation.precision_at_r import inshop_retrieval_metrics, retrieval_metrics
 from evaluation.recall import DEFAULT_BLOCK_SIZE, inshop_recall_at_k, recall_at_k
@@ -27,10 +27,12 @@ class EmbeddedSplit(NamedTuple):
 
 class LastEvaluation(NamedTuple):
     """What the latest ``evaluate`` embedded: ``queries`` against ``gallery``
-    (In-Shop), or ``gallery`` against itself (``queries`` is None)."""
+    (In-Shop, a table with queries), or ``gallery`` against itself (``queries``
+    is None). ``query_self``: per query, the gallery row of its own image, or -1."""
 
     gallery: EmbeddedSplit
     queries: Optional[EmbeddedSplit] = None
+    query_self: Optional[torch.Tensor] = None
 
 
 class Evaluator:
@@ -50,10 +52,11 @@ class Evaluator:
     so that pictures can be drawn without embedding again.
     """
 
-    def __init__(self, dataset_short, device, autocast_dtype=None, block_size=DEFAULT_BLOCK_SIZE,
+    def __init__(self, protocol, device, autocast_dtype=None, block_size=DEFAULT_BLOCK_SIZE,
                  nmi_seed=0, gather=None, share=None, output_option="plain", extra_metrics=(),
                  kmeans_backend=None, should_stop=None):
-        self.metric_set = metric_set(dataset_short)
+        """``protocol``: a ``MetricSet`` (a run's: ``RunRecipe.metric_set``) or the name of a paper dataset's."""
+        self.metric_set = protocol if isinstance(protocol, MetricSet) else metric_set(protocol)
         self.device = torch.device(device)
         self.autocast_dtype = autocast_dtype
         self.block_size = block_size
@@ -70,28 +73,33 @@ class Evaluator:
         # pseudo_test: ``last`` with the MPN-refined embeddings in place of the backbone's (refined split).
         self.last_refined = None
 
-    def evaluate(self, model, loader=None, query_loader=None, gallery_loader=None):
+    def evaluate(self, model, loader=None, query_loader=None, gallery_loader=None, query_in_gallery=None):
         """``{'R@1': fraction, ..., 'NMI': fraction}``.
 
-        In-Shop takes ``query_loader`` and ``gallery_loader``, the others ``loader``.
+        Queries against a gallery take ``query_loader`` and ``gallery_loader``
+        (and ``query_in_gallery``: per query dataset index, the gallery
+        dataset index of the same image or -1; that item is never the
+        query's neighbour), all against all takes ``loader``.
         """
-        self.last = self.embed_test_set(model, loader, query_loader, gallery_loader)
+        self.last = self.embed_test_set(model, loader, query_loader, gallery_loader, query_in_gallery)
         inputs = metric_inputs(self.last)
         compute = lambda: self._metrics_of(*inputs)  # noqa: E731
         return compute() if self.share is None else self.share(compute)
 
-    def embed_test_set(self, model, loader=None, query_loader=None, gallery_loader=None):
-        """The ``LastEvaluation`` of the dataset's splits: In-Shop's queries and gallery, else ``loader``'s."""
+    def embed_test_set(self, model, loader=None, query_loader=None, gallery_loader=None, query_in_gallery=None):
+        """The ``LastEvaluation`` of the test splits: queries and gallery, else ``loader``'s."""
         if self.metric_set.query_gallery:
             if query_loader is None or gallery_loader is None:
-                raise ValueError("In-Shop evaluation needs query_loader and gallery_loader")
+                raise ValueError("a query-against-gallery evaluation needs query_loader and gallery_loader")
             query = self._embed(model, query_loader)
-            return LastEvaluation(self._embed(model, gallery_loader), query)
+            gallery = self._embed(model, gallery_loader)
+            return LastEvaluation(gallery, query, own_gallery_rows(query, gallery, query_in_gallery))
         if loader is None:
             raise ValueError("this dataset's evaluation needs loader")
         return LastEvaluation(self._embed(model, loader))
 
-    def evaluate_refined(self, model, mpn, options, loader=None, query_loader=None, gallery_loader=None):
+    def evaluate_refined(self, model, mpn, options, loader=None, query_loader=None, gallery_loader=None,
+                         query_in_gallery=None):
         """Backbone-only metrics, then the metrics of the MPN-refined embeddings (``pseudo_test``).
 
         Returns ``{'backbone': metrics, 'mpn_refined': metrics, 'seconds': {...}}``
@@ -100,7 +108,7 @@ class Evaluator:
         queries with graphs of gallery items; the gallery stays as embedded.
         """
         started = time.perf_counter()
-        self.last = self.embed_test_set(model, loader, query_loader, gallery_loader)
+        self.last = self.embed_test_set(model, loader, query_loader, gallery_loader, query_in_gallery)
         embedded = metric_inputs(self.last)
         embedding_seconds = time.perf_counter() - started
         compute = lambda: self._backbone_and_refined_metrics(mpn, options, embedded)  # noqa: E731
@@ -120,8 +128,8 @@ class Evaluator:
         lap("backbone_metrics")
         logger.info("Backbone: %s", format_metrics(backbone))
         if self.metric_set.query_gallery:
-            query, query_labels, gallery, gallery_labels = embedded
-            graphs = query_gallery_graphs(query, gallery, options, self.block_size)
+            query, query_labels, gallery, gallery_labels, query_self = embedded
+            graphs = query_gallery_graphs(query, gallery, options, self.block_size, query_self)
             nodes = torch.cat([query, gallery])
         else:
             nodes, labels = embedded
@@ -129,7 +137,7 @@ class Evaluator:
         lap("graphs")
         refined = refine_first_nodes(mpn, nodes, graphs, options, self.autocast_dtype)
         lap("refinement")
-        refined_set = ((refined, query_labels, gallery, gallery_labels) if self.metric_set.query_gallery
+        refined_set = ((refined, query_labels, gallery, gallery_labels, query_self) if self.metric_set.query_gallery
                        else (refined, labels))
         self.last_refined = (self.last._replace(queries=self.last.queries._replace(embeddings=refined))
                              if self.metric_set.query_gallery
@@ -151,19 +159,24 @@ class Evaluator:
         return {**{f"R@{k}": recalls[k] for k in ks}, **self._nmi(embeddings, labels),
                 **self._extra(retrieval_metrics, embeddings, labels)}
 
-    def query_gallery_metrics(self, query, query_labels, gallery, gallery_labels):
+    def query_gallery_metrics(self, query, query_labels, gallery, gallery_labels, query_self=None):
+        """``query_self``: per query, the gallery row of its own image (never its neighbour), or -1."""
         ks = self.metric_set.recall_ks
         recalls = inshop_recall_at_k(query, query_labels, gallery, gallery_labels, ks,
-                                     self.block_size)
-        test_set = torch.cat([query, gallery]), torch.cat([query_labels, gallery_labels])
+                                     self.block_size, query_self)
+        # NMI clusters each test image once: a query that is also a gallery item counts as the gallery item.
+        only_query = torch.ones(len(query), dtype=torch.bool) if query_self is None else query_self.cpu() < 0
+        test_set = (torch.cat([query[only_query.to(query.device)], gallery]),
+                    torch.cat([query_labels[only_query.to(query_labels.device)], gallery_labels]))
         return {**{f"R@{k}": recalls[k] for k in ks}, **self._nmi(*test_set),
-                **self._extra(inshop_retrieval_metrics, query, query_labels, gallery, gallery_labels)}
+                **self._extra(inshop_retrieval_metrics, query, query_labels, gallery, gallery_labels,
+                              query_self=query_self)}
 
-    def _extra(self, compute, *test_set):
+    def _extra(self, compute, *test_set, **options):
         """The requested ones of MAP@R, R-precision and P@1 (computed together), or {}."""
         if not self.extra_metrics:
             return {}
-        values = compute(*test_set, block_size=self.block_size)
+        values = compute(*test_set, block_size=self.block_size, **options)
         return {EXTRA_METRIC_COLUMNS[name]: values[EXTRA_METRIC_COLUMNS[name]] for name in self.extra_metrics}
 
     def _nmi(self, embeddings, labels):
@@ -185,10 +198,28 @@ class Evaluator:
 
 
 def metric_inputs(embedded):
-    """``(embeddings, labels)``, or In-Shop's ``(query, query_labels, gallery, gallery_labels)``."""
+    """``(embeddings, labels)``, or ``(query, query_labels, gallery, gallery_labels, query_self)``."""
     if embedded.queries is None:
         return tuple(embedded.gallery[:2])
-    return (*embedded.queries[:2], *embedded.gallery[:2])
+    return (*embedded.queries[:2], *embedded.gallery[:2], embedded.query_self)
+
+
+def own_gallery_rows(query, gallery, query_in_gallery):
+    """Per embedded query, the row of the embedded gallery that holds its own image, or -1.
+
+    ``query_in_gallery`` maps query dataset indices to gallery dataset indices
+    (-1: not in the gallery); None means the two sets share no image. A
+    gallery image that was skipped (broken) is no row.
+    """
+    if query_in_gallery is None:
+        return None
+    wanted = torch.as_tensor(query_in_gallery, dtype=torch.int64)[query.indices.cpu()]
+    gallery_indices = gallery.indices.cpu()
+    rows = torch.searchsorted(gallery_indices, wanted.clamp(min=0)).clamp(max=max(len(gallery_indices) - 1, 0))
+    found = (wanted >= 0) & (len(gallery_indices) > 0)
+    if len(gallery_indices):
+        found &= gallery_indices[rows] == wanted
+    return torch.where(found, rows, -1)
 
 
 def in_index_order(embeddings, labels, indices):

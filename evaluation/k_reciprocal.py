@@ -50,25 +50,42 @@ def k_reciprocal_batches(embeddings, batch_size, k1=30, block_size=512):
                    SquaredEuclidean(embeddings.float(), embeddings.float()), batch_size)
 
 
-def k_reciprocal_batches_inshop(query, gallery, batch_size, k1=30, block_size=512):
+def k_reciprocal_batches_inshop(query, gallery, batch_size, k1=30, block_size=512, query_self=None):
     """``LongTensor[num_query, batch_size - 1]`` of gallery indices: query i's graph
     is query i followed by these gallery items (``KReciprocalSamplerInshop``).
 
     Query i and gallery item g are k1-reciprocal when each is among the
     other's k1 + 1 nearest of the other set; the expansion uses the gallery
-    items' k1/2-reciprocal sets within the gallery.
+    items' k1/2-reciprocal sets within the gallery. ``query_self`` (per
+    query, the gallery index of its own image, or -1) is in no query's graph
+    and no query's neighbour, nor the query its copy's.
     """
     size = batch_size - 1
-    _check_enough_items(len(gallery), size, "gallery")
+    own, copy_of = _own_copies(query_self, len(query), len(gallery), query.device)
+    has_copy = int((own >= 0).any())
+    _check_enough_items(len(gallery) - has_copy, size, "gallery")
     gallery = gallery.to(query.device)
-    table = nearest_neighbours(query, gallery, min(len(gallery), max(k1 + 1, size)), block_size=block_size)
+    table = nearest_neighbours(query, gallery, min(len(gallery) - has_copy, max(k1 + 1, size)), exclude=own,
+                               block_size=block_size)
     forward = table[0][:, :k1 + 1]
-    backward, _ = nearest_neighbours(gallery, query, min(len(query), k1 + 1), block_size=block_size)
+    backward, _ = nearest_neighbours(gallery, query, min(len(query) - has_copy, k1 + 1), exclude=copy_of,
+                                     block_size=block_size)
     gallery_table, _ = nearest_neighbours(gallery, gallery, min(len(gallery), half_k(k1) + 1),
                                           block_size=block_size, self_first=True)
     half = _half_reciprocal_sets(gallery_table, k1)
     return _graphs(table, forward, _reciprocal(forward, backward), half,
-                   SquaredEuclidean(query.float(), gallery.float()), size)
+                   SquaredEuclidean(query.float(), gallery.float()), size, own)
+
+
+def _own_copies(query_self, num_queries, num_gallery, device):
+    """``(own, copy_of)``: per query its gallery copy, per gallery item the query it copies (-1: none)."""
+    own = torch.full((num_queries,), -1, dtype=torch.int64, device=device)
+    copy_of = torch.full((num_gallery,), -1, dtype=torch.int64, device=device)
+    if query_self is not None:
+        own = torch.as_tensor(query_self, dtype=torch.int64).to(device)
+        has_copy = (own >= 0).nonzero(as_tuple=True)[0]
+        copy_of[own[has_copy]] = has_copy
+    return own, copy_of
 
 
 def _check_enough_items(num_items, size, what):
@@ -93,8 +110,9 @@ def _half_reciprocal_sets(item_table, k1):
     return ids, _reciprocal(ids, ids)
 
 
-def _graphs(table, forward, reciprocal, half, scores, size):
-    """``[num_queries, size]`` item indices, chunk of queries by chunk.
+def _graphs(table, forward, reciprocal, half, scores, size, own=None):
+    """``[num_queries, size]`` item indices, chunk of queries by chunk; ``own`` (per query an
+    item index or -1) is kept out of the query's graph.
 
     Each chunk marks its queries' table places in a (chunk, items) map, so
     a chunk holds at most ``POSITION_MAP_ELEMENTS`` queries times items.
@@ -105,12 +123,12 @@ def _graphs(table, forward, reciprocal, half, scores, size):
     places = torch.zeros(min(chunk, len(table_ids)), num_items, dtype=place_dtype, device=table_ids.device)
     return torch.cat([
         _chunk_graphs(rows, table_ids[rows], forward[rows], reciprocal[rows], half, scores, size,
-                      places[:len(rows)])
+                      places[:len(rows)], None if own is None else own[rows])
         for rows in torch.arange(len(forward), device=forward.device).split(chunk)
     ])
 
 
-def _chunk_graphs(rows, table_ids, forward, reciprocal, half, scores, size, places):
+def _chunk_graphs(rows, table_ids, forward, reciprocal, half, scores, size, places, own=None):
     """Graphs of the queries ``rows``: expansion sorted by distance, cut, then padding.
 
     A query's table row holds its nearest items in (distance, index) order,
@@ -125,6 +143,9 @@ def _chunk_graphs(rows, table_ids, forward, reciprocal, half, scores, size, plac
     places.scatter_(1, table_ids, numbers.expand_as(table_ids))
     in_expansion, beyond_row, beyond_item = _expansion(table_ids, forward, reciprocal, half, places)
     places.scatter_(1, table_ids, 0)
+    if own is not None:  # the table already lacks the query's own copy; the expansion may bring it back
+        kept = beyond_item != own[beyond_row]
+        beyond_row, beyond_item = beyond_row[kept], beyond_item[kept]
     beyond_ids, beyond_valid = _nearest_beyond_table(rows, beyond_row, beyond_item, scores, size, num_items)
     candidates = torch.cat([table_ids, beyond_ids, table_ids[:, :size]], 1)
     # Groups in the order they fill a graph; NOT_TAKEN entries never do (there are enough others).

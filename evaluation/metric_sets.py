@@ -1,5 +1,5 @@
 """Which metrics each dataset reports (SPEC 8), and how they are printed."""
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from utils.errors import UserInputError
 
@@ -13,6 +13,15 @@ class MetricSet:
     with_nmi: bool
     query_gallery: bool = False
 
+    @property
+    def distance(self):
+        """What the protocol ranks by: In-Shop's cosine for queries against a gallery, else Euclidean distance."""
+        return "cosine" if self.query_gallery else "euclidean"
+
+    def with_recall_ks(self, recall_ks):
+        """This set with the K of ``eval_params.recall_at``, or unchanged for None."""
+        return self if recall_ks is None else replace(self, recall_ks=tuple(recall_ks))
+
 
 METRIC_SETS = {
     "cub": MetricSet(recall_ks=(1, 2, 4, 8), with_nmi=True),
@@ -25,7 +34,14 @@ METRIC_SETS = {
 }
 
 
-# eval_params.metrics name -> the column name its value is reported under.
+# A table's test set gets SOP's K from this gallery size on, CUB's below it.
+LARGE_GALLERY = 10_000
+
+
+def table_metric_set(gallery_size, query_gallery):
+    """A table's metrics: Recall@K with K for its size, NMI, and its queries against its gallery if it has them."""
+    recall_ks = METRIC_SETS["sop" if gallery_size >= LARGE_GALLERY else "cub"].recall_ks
+    return MetricSet(recall_ks=recall_ks, with_nmi=True, query_gallery=query_gallery)
 
 
 def metric_set(dataset_short):

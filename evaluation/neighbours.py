@@ -15,7 +15,6 @@ ties go to the lower item index. Memory grows with
 """
 import torch
 
-from evaluation.metric_sets import metric_set
 from evaluation.scores import NegativeCosine, SquaredEuclidean, exact_scores, ieee_float32_matmul
 
 INF = float("inf")
@@ -23,11 +22,6 @@ INF = float("inf")
 DISTANCES = {"euclidean": SquaredEuclidean, "cosine": NegativeCosine}
 # Scores beyond the K-th that are looked at before a row is compared in full.
 WINDOW_MARGIN = 16
-
-
-def distance_name(dataset_short):
-    """The distance the evaluation of ``dataset_short`` ranks by: 'cosine' for In-Shop, else 'euclidean'."""
-    return "cosine" if metric_set(dataset_short).query_gallery else "euclidean"
 
 
 def readable_distances(distance, scores):
@@ -132,13 +126,14 @@ def _window_pairs(block, k, error_bounds):
 
 
 def first_same_label_ranks(queries, query_labels, items=None, item_labels=None, distance="euclidean",
-                           block_size=512):
+                           block_size=512, query_self=None):
     """Per query, the rank (1 = nearest) of its nearest same-label item.
 
     Without ``items`` the queries are ranked against each other, a query
-    never against itself. A query without any same-label item gets
-    ``num_items + 1``. Float32 scores: enough to pick the worst queries for
-    a picture, not a metric.
+    never against itself; with them, ``query_self`` (per query the item
+    index of its own image, or -1) is left out the same way. A query
+    without any same-label item gets ``num_items + 1``. Float32 scores:
+    enough to pick the worst queries for a picture, not a metric.
     """
     queries = queries.float()
     all_against_all = items is None
@@ -155,6 +150,11 @@ def first_same_label_ranks(queries, query_labels, items=None, item_labels=None, 
                 diagonal = torch.arange(len(block), device=block.device)
                 block[diagonal, diagonal + rows.start] = INF
                 same_label[diagonal, diagonal + rows.start] = False
+            elif query_self is not None:
+                own = torch.as_tensor(query_self, dtype=torch.int64).to(block.device)[rows]
+                with_copy = (own >= 0).nonzero(as_tuple=True)[0]
+                block[with_copy, own[with_copy]] = INF
+                same_label[with_copy, own[with_copy]] = False
             nearest_same = torch.where(same_label, block, INF).amin(1)
             closer_other = ((block < nearest_same[:, None]) & ~same_label).sum(1)
             ranks[rows] = torch.where(torch.isfinite(nearest_same), closer_other + 1, len(items) + 1)

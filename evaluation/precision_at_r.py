@@ -35,7 +35,7 @@ import math
 
 import torch
 
-from evaluation.ranking import EXACT_CHUNK_ELEMENTS, INF, _BlockMemory, _SortedLabels
+from evaluation.ranking import EXACT_CHUNK_ELEMENTS, INF, _BlockMemory, _SortedLabels, sorted_self_columns
 from evaluation.recall import DEFAULT_BLOCK_SIZE
 from evaluation.scores import NegativeCosine, SquaredEuclidean, exact_scores, ieee_float32_matmul
 from schema.options import EXTRA_METRIC_COLUMNS
@@ -70,11 +70,12 @@ def retrieval_metrics(embeddings, labels, block_size=DEFAULT_BLOCK_SIZE):
 
 
 def inshop_retrieval_metrics(query, query_labels, gallery, gallery_labels,
-                             block_size=DEFAULT_BLOCK_SIZE):
+                             block_size=DEFAULT_BLOCK_SIZE, query_self=None):
     """``{'MAP@R', 'RP', 'P@1'}`` of In-Shop's queries against its gallery, by the
-    cosine similarity of ``evaluation.recall.inshop_recall_at_k``."""
+    cosine similarity of ``evaluation.recall.inshop_recall_at_k``; ``query_self``
+    (per query, the gallery index of its own image, or -1) is excluded by its index."""
     return _means(_per_query(NegativeCosine, gallery, gallery_labels, block_size, query,
-                             query_labels))
+                             query_labels, query_self))
 
 
 def _means(per_query):
@@ -88,21 +89,23 @@ def _means(per_query):
             for name, value in zip(METRIC_NAMES, values)}
 
 
-def _per_query(score_kind, items, item_labels, block_size, queries=None, query_labels=None):
+def _per_query(score_kind, items, item_labels, block_size, queries=None, query_labels=None, query_self=None):
     """Per query (in sorted-label order): AP@R, R-precision, hit at 1, R >= 1."""
     device = items.device
     item_labels, item_order = torch.sort(item_labels.to(device), stable=True)
     items = items.float()[item_order]
-    exclude_self = queries is None
-    if exclude_self:
-        queries, query_labels = items, item_labels
+    queries_are_items = queries is None
+    if queries_are_items:
+        queries, query_labels, query_order = items, item_labels, item_order
     else:
         query_labels, query_order = torch.sort(query_labels.to(device), stable=True)
         queries = queries.to(device).float()[query_order]
     with ieee_float32_matmul(), torch.no_grad():
         scores = score_kind(queries, items)
-        labels = _SortedLabels(query_labels, item_labels, exclude_self)
-        num_positives = labels.positive_end - labels.positive_start - int(exclude_self)
+        labels = _SortedLabels(query_labels, item_labels,
+                               sorted_self_columns(queries_are_items, query_self, query_order, item_order))
+        has_self = (labels.self_columns >= 0).long() if labels.exclude_self else 0
+        num_positives = labels.positive_end - labels.positive_start - has_self
         memory = _BlockMemory(min(block_size, len(queries)) * len(items), device)
         results = [_block_precisions(scores, labels, num_positives, slice(start, start + block_size),
                                      memory)
@@ -140,15 +143,14 @@ def _block_precisions(scores, labels, num_positives, rows, memory):
 def _positive_columns(labels, rows, num_rows):
     """Item columns of each query's same-label items (padded), and which are real.
 
-    The query itself is excluded by its index when queries are the items.
+    The query's own image is excluded by its index (queries are the items, or ``query_self``).
     """
     starts, ends = labels.positive_start[rows], labels.positive_end[rows]
     width = int((ends - starts).max().item()) if num_rows else 0
     columns = starts[:, None] + torch.arange(width, device=starts.device)
     is_positive = columns < ends[:, None]
     if labels.exclude_self:
-        query_index = torch.arange(rows.start, rows.start + num_rows, device=starts.device)
-        is_positive &= columns != query_index[:, None]
+        is_positive &= columns != labels.self_columns[rows][:, None]
     last_column = len(labels.item_labels) - 1
     return columns.clamp(max=max(last_column, 0)), is_positive
 

@@ -38,19 +38,21 @@ CACHED_BLOCK_ELEMENTS = 1 << 18
 
 
 def same_label_hits(score_kind, items, item_labels, ks, block_size, queries=None,
-                    query_labels=None):
+                    query_labels=None, query_self=None):
     """``(num_queries, len(ks))`` bool: is query i a hit at ``ks[j]``?
 
     ``score_kind`` is ``SquaredEuclidean`` or ``NegativeCosine`` (lower
     scores are closer). Without ``queries``, every item is a query against
     all other items and never counts itself: it is excluded by its index, so
-    a duplicated embedding cannot take its place.
+    a duplicated embedding cannot take its place. With ``queries``,
+    ``query_self`` optionally gives per query the index of the item that is
+    the query's own image (or -1), excluded the same way.
     """
     device = items.device
     item_labels, item_order = torch.sort(item_labels.to(device), stable=True)
     items = items.float()[item_order]
-    exclude_self = queries is None
-    if exclude_self:
+    queries_are_items = queries is None
+    if queries_are_items:
         queries, query_labels, query_order = items, item_labels, item_order
     else:
         query_labels, query_order = torch.sort(query_labels.to(device), stable=True)
@@ -59,10 +61,11 @@ def same_label_hits(score_kind, items, item_labels, ks, block_size, queries=None
 
     with ieee_float32_matmul(), torch.no_grad():
         scores = score_kind(queries, items)
-        labels = _SortedLabels(query_labels, item_labels, exclude_self)
+        labels = _SortedLabels(query_labels, item_labels,
+                               sorted_self_columns(queries_are_items, query_self, query_order, item_order))
         memory = _BlockMemory(min(block_size, len(queries)) * len(items), device)
         class_blocks = _class_aligned_blocks(labels, block_size)
-        if exclude_self and scores.symmetric and class_blocks is not None:
+        if queries_are_items and scores.symmetric and class_blocks is not None:
             window = _count_closer_each_pair_once(scores, labels, class_blocks, memory)
         else:
             window = _count_closer_row_by_row(scores, labels, block_size, memory)
@@ -92,15 +95,43 @@ class _BlockMemory:
         return self.mask[:values.size].reshape(values.shape)
 
 
+def sorted_self_columns(queries_are_items, query_self, query_order, item_order):
+    """Per sorted query, the sorted item column of its own image (-1: none); None when no query has one.
+
+    ``query_self`` indexes the items in their given order, for the queries in theirs.
+    """
+    if queries_are_items:
+        return torch.arange(len(item_order), device=item_order.device)
+    if query_self is None:
+        return None
+    query_self = torch.as_tensor(query_self, dtype=torch.int64).to(item_order.device)[query_order]
+    if not (query_self >= 0).any():
+        return None
+    sorted_column = torch.empty_like(item_order)
+    sorted_column[item_order] = torch.arange(len(item_order), device=item_order.device)
+    return torch.where(query_self >= 0, sorted_column[query_self.clamp(min=0)], -1)
+
+
 class _SortedLabels:
     """Labels of queries and items, both sorted: query i's same-label items
-    are the item columns ``positive_start[i]:positive_end[i]``."""
+    are the item columns ``positive_start[i]:positive_end[i]``; ``self_columns``
+    (or None) the column of query i's own image, -1 for none."""
 
-    def __init__(self, query_labels, item_labels, exclude_self):
+    def __init__(self, query_labels, item_labels, self_columns=None):
         self.query_labels, self.item_labels = query_labels, item_labels
         self.positive_start = torch.searchsorted(item_labels, query_labels, right=False)
         self.positive_end = torch.searchsorted(item_labels, query_labels, right=True)
-        self.exclude_self = exclude_self
+        self.self_columns = self_columns
+
+    @property
+    def exclude_self(self):
+        return self.self_columns is not None
+
+    def own_columns(self, queries):
+        """``(rows, columns)``: the positions in ``queries`` that have their own image, and its column."""
+        own = self.self_columns[queries]
+        rows = (own >= 0).nonzero(as_tuple=True)[0]
+        return rows, own[rows]
 
     def same_label_mask(self, rows, column_start, column_stop):
         """Same-label entries (self included) of ``block[rows, column_start:column_stop]``."""
@@ -109,10 +140,13 @@ class _SortedLabels:
 
     def hide_self_in(self, scores, row_start, column_start):
         """In place, the query's own score in ``scores[rows, columns]`` becomes inf
-        (when queries are the items; the rows start at query ``row_start``)."""
+        (the rows start at query ``row_start``, the columns at item ``column_start``)."""
         if self.exclude_self:
-            rows = torch.arange(len(scores), device=scores.device)
-            scores[rows, rows + row_start - column_start] = INF
+            rows, columns = self.own_columns(torch.arange(row_start, row_start + len(scores),
+                                                          device=self.self_columns.device))
+            columns = columns - column_start
+            inside = (columns >= 0) & (columns < scores.shape[1])
+            scores[rows[inside], columns[inside]] = INF
 
 
 def _class_aligned_blocks(labels, block_size):
@@ -272,7 +306,7 @@ def _exact_closer_counts(scores, labels, queries, low, high, block_size, memory)
         block_queries = queries[rows]
         block = scores.block(block_queries, buffer=memory.scores)
         if labels.exclude_self:
-            block[torch.arange(len(block), device=block.device), block_queries] = INF
+            block[labels.own_columns(block_queries)] = INF
         best_positive = _exact_closest_same_label(scores, labels, block_queries, block)
         surely_closer = (block < low[rows, None]).sum(1)
         row, column = ((block >= low[rows, None]) & (block <= high[rows, None])).nonzero(
@@ -297,7 +331,7 @@ def _exact_closest_same_label(scores, labels, queries, block):
     first_of_row = torch.cumsum(ends - starts, 0) - (ends - starts)
     column = starts[row] + torch.arange(len(row), device=row.device) - first_of_row[row]
     if labels.exclude_self:
-        not_self = column != queries[row]
+        not_self = column != labels.self_columns[queries][row]
         row, column = row[not_self], column[not_self]
     approximate = block[row, column]
     nearest = torch.full((len(queries),), INF, device=block.device).scatter_reduce(

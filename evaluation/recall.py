@@ -23,16 +23,18 @@ def recall_at_k(embeddings, labels, ks, block_size=DEFAULT_BLOCK_SIZE):
 
 
 def inshop_recall_at_k(query, query_labels, gallery, gallery_labels, ks,
-                       block_size=DEFAULT_BLOCK_SIZE):
+                       block_size=DEFAULT_BLOCK_SIZE, query_self=None):
     """In-Shop Recall@K of queries against the gallery by cosine similarity.
 
     A query is a hit at K when fewer than K other-label gallery items score
     strictly higher than its best-scoring same-label item, both vectors
     normalised as ``x / sqrt(sum x^2 + 1e-12)`` (the authors' rule).
+    ``query_self`` (per query, the gallery index of its own image, or -1)
+    keeps a query that is also a gallery item from matching itself.
     Returns ``{K: fraction}``.
     """
     hits = same_label_hits(NegativeCosine, gallery, gallery_labels, ks, block_size,
-                           queries=query, query_labels=query_labels)
+                           queries=query, query_labels=query_labels, query_self=query_self)
     return _fractions(hits, ks)
 
 

@@ -45,10 +45,13 @@ def all_against_all_graphs(embeddings, options, block_size):
     return k_reciprocal_batches(embeddings, options.size(False), options.k1, block_size)
 
 
-def query_gallery_graphs(query, gallery, options, block_size):
-    """``[num_query, size]`` node indices into ``cat([query, gallery])``: query i, then its gallery items."""
-    _check_graph_size(options.size(True) - 1, len(gallery), "gallery")
-    gallery_items = k_reciprocal_batches_inshop(query, gallery, options.size(True), options.k1, block_size)
+def query_gallery_graphs(query, gallery, options, block_size, query_self=None):
+    """``[num_query, size]`` node indices into ``cat([query, gallery])``: query i, then its gallery items
+    (never the gallery copy of its own image, ``query_self``)."""
+    has_copy = query_self is not None and bool((query_self >= 0).any())
+    _check_graph_size(options.size(True) - 1, len(gallery) - has_copy, "gallery")
+    gallery_items = k_reciprocal_batches_inshop(query, gallery, options.size(True), options.k1, block_size,
+                                                query_self)
     own_row = torch.arange(len(query), device=gallery_items.device)[:, None]
     return torch.cat([own_row, gallery_items + len(query)], 1)
 

@@ -37,14 +37,24 @@ class EmbeddedSet(NamedTuple):
 
 
 class EvaluatedSets(NamedTuple):
-    """``queries`` is None when the gallery is searched against itself."""
+    """``queries`` is None when the gallery is searched against itself; ``query_self``: per query,
+    the gallery index of its own image or -1 (None: none has one)."""
 
     gallery: EmbeddedSet
     queries: EmbeddedSet = None
+    query_self: torch.Tensor = None
 
     @property
     def distance(self):
         return "euclidean" if self.queries is None else "cosine"
+
+    def own_items(self, query_indices):
+        """Per chosen query, the gallery index it must not match: itself, its own image, or -1."""
+        if self.queries is None:
+            return query_indices
+        if self.query_self is None:
+            return torch.full_like(query_indices, -1)
+        return self.query_self.cpu()[query_indices]
 
 
 def embedded_set(split, loader):
@@ -59,7 +69,7 @@ def evaluated_sets(last, loaders):
     if last.queries is None:
         return EvaluatedSets(embedded_set(last.gallery, loaders["loader"]))
     return EvaluatedSets(embedded_set(last.gallery, loaders["gallery_loader"]),
-                         embedded_set(last.queries, loaders["query_loader"]))
+                         embedded_set(last.queries, loaders["query_loader"]), last.query_self)
 
 
 def class_folder(path):
@@ -81,9 +91,8 @@ def retrieval_rows(sets, query_indices, top_k):
     """The neighbours of the chosen queries, drawn as a grid."""
     queries = sets.queries or sets.gallery
     chosen = torch.as_tensor(query_indices, dtype=torch.int64)
-    exclude = chosen if sets.queries is None else torch.full_like(chosen, -1)
     neighbours, scores = nearest_neighbours(queries.embeddings[chosen], sets.gallery.embeddings, top_k,
-                                            sets.distance, exclude)
+                                            sets.distance, sets.own_items(chosen))
     distances = readable_distances(sets.distance, scores)
     same_label = (sets.gallery.labels[neighbours] == queries.labels[chosen][:, None]).numpy()
     neighbour_paths = [[sets.gallery.paths[index] for index in row] for row in neighbours.tolist()]
@@ -102,7 +111,7 @@ def worst_queries(sets, count):
         ranks = first_same_label_ranks(sets.gallery.embeddings, sets.gallery.labels, distance=sets.distance)
     else:
         ranks = first_same_label_ranks(sets.queries.embeddings, sets.queries.labels, sets.gallery.embeddings,
-                                       sets.gallery.labels, distance=sets.distance)
+                                       sets.gallery.labels, distance=sets.distance, query_self=sets.query_self)
     order = np.argsort(-ranks.numpy(), kind="stable")
     return order[:count].tolist(), ranks.numpy()
 
@@ -114,7 +123,8 @@ def random_queries(num_queries, count, seed):
 def draw_evaluation_pictures(sets, heading, seed=0, map_method="tsne", rows=PICTURE_ROWS, top_k=PICTURE_TOP_K):
     """``{file name: PIL image}`` of the pictures of one evaluation; ``heading`` names it (e.g. 'epoch 12')."""
     num_queries = len((sets.queries or sets.gallery).paths)
-    top_k = min(top_k, len(sets.gallery.paths) - (1 if sets.queries is None else 0))
+    has_own_item = sets.queries is None or (sets.query_self is not None and bool((sets.query_self >= 0).any()))
+    top_k = min(top_k, len(sets.gallery.paths) - int(has_own_item))
     rows = min(rows, num_queries)
     pictures = {}
     if top_k >= 1:
@@ -128,9 +138,18 @@ def draw_evaluation_pictures(sets, heading, seed=0, map_method="tsne", rows=PICT
     return pictures
 
 
+def only_queries_outside_gallery(sets):
+    """The queries whose image is not in the gallery too: each image is one point of the map."""
+    if sets.query_self is None:
+        return sets.queries
+    kept = (sets.query_self.cpu() < 0).nonzero(as_tuple=True)[0]
+    return EmbeddedSet(sets.queries.embeddings[kept], sets.queries.labels[kept],
+                       [sets.queries.paths[index] for index in kept.tolist()])
+
+
 def embedding_map_picture(sets, heading, seed, map_method):
     """``{'embedding_map.png': image}`` of at most MAX_MAP_POINTS embeddings, or {} for too few."""
-    parts = [sets.gallery] + ([sets.queries] if sets.queries is not None else [])
+    parts = [sets.gallery] + ([only_queries_outside_gallery(sets)] if sets.queries is not None else [])
     embeddings = torch.cat([part.embeddings for part in parts]).numpy()
     labels = torch.cat([part.labels for part in parts]).numpy()
     names = {label: name for part in parts for label, name in class_names_of(part).items()}

@@ -17,10 +17,11 @@ from dataclasses import asdict, dataclass
 import torch
 
 from dataset.build import build_dataset, mlrc_fold, validation_cut
+from dataset.table import read_table, table_classes
 from dataset.transforms import AUTHORS_STD, CAFFE_MEAN_BGR, CAFFE_STD, IMAGENET_MEAN, build_transform
 from evaluation.clustering import resolve_kmeans_backend
-from evaluation.metric_sets import metric_set
-from evaluation.neighbours import distance_name
+from evaluation.metric_sets import metric_set, table_metric_set
+from schema.options import TABLE_DATASET
 from net import backbone_input_config, build_backbone, build_mpn, load_weights
 
 logger = logging.getLogger(__name__)
@@ -29,6 +30,8 @@ logger = logging.getLogger(__name__)
 LARGE_EMBEDDING_DIM = 1024
 # last.pth holds the weights and RAdam's two moment estimates of every parameter.
 CHECKPOINT_COPIES_OF_PARAMETERS = 3
+# Held-out training classes are scored like CUB: Recall@1,2,4,8 (or eval_params.recall_at) and NMI.
+VALIDATION_METRIC_SET = "cub"
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,26 @@ class RunRecipe:
         return self.dataset_config["dataset_short"]
 
     @property
+    def is_table(self):
+        return self.dataset_name == TABLE_DATASET
+
+    @property
+    def table(self):
+        """The checked ``DatasetTable`` of a table run (read once per process), else None."""
+        if not self.is_table:
+            return None
+        return read_table(self.dataset_config["dataset_path"], self.dataset_config["table"])
+
+    @property
+    def num_classes(self):
+        """The training classes: ``dataset.num_classes``, or for a table its training labels (which a given
+        ``num_classes`` must match)."""
+        if self.is_table:
+            return table_classes(self.dataset_config["dataset_path"], self.dataset_config["table"],
+                                 self.dataset_config["num_classes"])
+        return self.dataset_config["num_classes"]
+
+    @property
     def holds_out_classes(self):
         """Whether training classes are held out for model selection (``dataset.val``)."""
         return bool(self.dataset_config["val"])
@@ -98,7 +121,7 @@ class RunRecipe:
     @property
     def trained_classes(self):
         """Outputs of the classifier heads: the training classes less those held out."""
-        num_classes = self.dataset_config["num_classes"]
+        num_classes = self.num_classes
         val_fraction, val_fold = self.validation_split
         if val_fold is not None:
             return num_classes - len(mlrc_fold(num_classes, val_fold))
@@ -123,9 +146,33 @@ class RunRecipe:
             erasing_fill=self.dataset_config["erasing_fill"])
 
     @property
+    def metric_set(self):
+        """What the test evaluation reports (``evaluation.metric_sets``), with ``eval_params.recall_at`` if set.
+
+        A table's: all test rows against each other, or its queries against its gallery when it marks them.
+        """
+        if self.is_table:
+            table = self.table
+            gallery_size = int((table.is_test & table.is_gallery).sum())
+            protocol = table_metric_set(gallery_size, table.has_query_gallery)
+        else:
+            protocol = metric_set(self.dataset_name)
+        return protocol.with_recall_ks(self.config["eval_params"]["recall_at"])
+
+    @property
+    def validation_metric_set(self):
+        return metric_set(VALIDATION_METRIC_SET).with_recall_ks(self.config["eval_params"]["recall_at"])
+
+    @property
+    def test_splits(self):
+        """The splits the test evaluation embeds: queries and gallery, or the one test split."""
+        return ("query", "gallery") if self.metric_set.query_gallery else ("test",)
+
+    @property
     def distance(self):
-        """The distance the evaluation ranks by: 'cosine' for In-Shop, else 'euclidean'."""
-        return distance_name(self.dataset_name)
+        """The distance the evaluation ranks by: 'cosine' for queries against a gallery (In-Shop's), else
+        'euclidean'."""
+        return self.metric_set.distance
 
     @property
     def kmeans_backend(self):
@@ -137,17 +184,13 @@ class RunRecipe:
         """``eval_params.output_test_enc``: which backbone output the evaluation embeds."""
         return self.config["eval_params"]["output_test_enc"]
 
-    @property
-    def test_splits(self):
-        """The splits the test embeds: In-Shop's 'query' and 'gallery', else 'test'."""
-        return ("query", "gallery") if metric_set(self.dataset_name).query_gallery else ("test",)
-
     def dataset(self, split, transform=None):
-        """The Dataset of ``split`` ('train', 'val', 'test'; In-Shop 'query' / 'gallery')."""
+        """The Dataset of ``split`` ('train', 'val', 'test'; In-Shop and a table with queries 'query' / 'gallery')."""
         val_fraction, val_fold = self.validation_split
-        return build_dataset(self.dataset_name, self.dataset_config["dataset_path"], split,
-                             self.dataset_config["num_classes"], transform=transform, val_fraction=val_fraction,
-                             val_fold=val_fold, skip_broken_images=bool(self.dataset_config["skip_broken_images"]))
+        return build_dataset(self.dataset_name, self.dataset_config["dataset_path"], split, self.num_classes,
+                             transform=transform, val_fraction=val_fraction, val_fold=val_fold,
+                             skip_broken_images=bool(self.dataset_config["skip_broken_images"]),
+                             table=self.dataset_config["table"])
 
     def build_backbone(self, weights=None, weights_flag=None):
         """The backbone with ``trained_classes`` outputs, built for ``dataset.crop_size``.

@@ -4,7 +4,7 @@ import difflib
 import math
 
 from schema.options import (BACKBONE_LOSSES, EXTRA_METRICS, FIRST_DROP_EPOCH, MLRC_NUM_FOLDS, MPN_LOSSES, REQUIRED,
-                            SCHEMA, TIMM_ONLY_ENCODER_KEYS, TIMM_PREFIX)
+                            SCHEMA, TABLE_DATASET, TIMM_ONLY_ENCODER_KEYS, TIMM_PREFIX)
 from utils.errors import UserInputError
 
 
@@ -104,12 +104,7 @@ def check_consistency(config, source):
                              "joined by '_'.")
     if not any(term in BACKBONE_LOSSES + MPN_LOSSES for term in terms):
         raise UserInputError(f"Key 'train_params.loss_fn.fns' in {source} selects no loss term.")
-    num_classes = config["dataset"]["num_classes"]
-    mpn_classes = config["models"]["gnn_params"]["classifier"]["num_classes"]
-    if mpn_classes != num_classes:
-        raise UserInputError(f"Key 'models.gnn_params.classifier.num_classes' in {source} is {mpn_classes} "
-                             f"but dataset.num_classes is {num_classes}; set both to the number of "
-                             "training classes.")
+    check_dataset_source(config, source)
     drops = config["train_params"]["lr_drop_epochs"]
     if not all(isinstance(epoch, int) and epoch >= FIRST_DROP_EPOCH for epoch in drops) or drops != sorted(drops):
         raise UserInputError(f"Key 'train_params.lr_drop_epochs' in {source} must be an increasing list "
@@ -131,7 +126,39 @@ def check_consistency(config, source):
                              f"dataset.val is 1, got {fraction}.")
     check_validation_protocol(config["dataset"], source)
     check_extra_metrics(config["eval_params"]["metrics"], source)
+    check_recall_at(config["eval_params"]["recall_at"], source)
     check_timm_and_schedule_options(config, source)
+
+
+def check_dataset_source(config, source):
+    """A table names its CSV file and may leave the class count to it; the other datasets need the count."""
+    dataset = config["dataset"]
+    is_table = dataset["dataset_short"] == TABLE_DATASET
+    if is_table and not dataset["table"]:
+        raise UserInputError(f"Key 'dataset.table' is missing in {source} but dataset.dataset_short is table; set "
+                             "it to the CSV file of your images (python -m dataset.prepare table writes one).")
+    if not is_table and dataset["table"] is not None:
+        raise UserInputError(f"Key 'dataset.table' in {source} is only read with dataset.dataset_short: table, not "
+                             f"{dataset['dataset_short']}; remove it or set dataset_short to table.")
+    num_classes = dataset["num_classes"]
+    if num_classes is None and not is_table:
+        raise UserInputError(f"Key 'dataset.num_classes' is missing in {source}; add it "
+                             f"({SCHEMA['dataset']['num_classes'].doc}).")
+    mpn_classes = config["models"]["gnn_params"]["classifier"]["num_classes"]
+    if mpn_classes != num_classes:
+        raise UserInputError(f"Key 'models.gnn_params.classifier.num_classes' in {source} is {mpn_classes} "
+                             f"but dataset.num_classes is {num_classes}; set both to the number of "
+                             "training classes (a table run may leave both out).")
+
+
+def check_recall_at(recall_at, source):
+    if recall_at is None:
+        return
+    whole = all(isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in recall_at)
+    if not recall_at or not whole or recall_at != sorted(set(recall_at)):
+        raise UserInputError(f"Key 'eval_params.recall_at' in {source} must be an increasing list of whole "
+                             f"numbers of at least 1 (e.g. [1, 2, 4, 8]), or null for the dataset's own, got "
+                             f"{recall_at!r}.")
 
 
 def check_validation_protocol(dataset, source):

@@ -12,7 +12,9 @@ BACKBONES = (
     "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
     "densenet121", "densenet161", "densenet169", "densenet201", "bn_inception",
 )
-DATASETS = ("cub", "cars", "sop", "in_shop", "demo")
+DATASETS = ("cub", "cars", "sop", "in_shop", "demo", "table")
+# The dataset whose images, labels and splits come from dataset.table (dataset/table.py).
+TABLE_DATASET = "table"
 BACKBONE_LOSSES = ("lsce", "focalce", "ce")
 MPN_LOSSES = ("lsgnn", "focalgnn", "gnn")
 # eval_params.metrics: reported besides the paper's Recall@K and NMI (evaluation.metric_sets).
@@ -123,8 +125,9 @@ SCHEMA = {
             },
             "classifier": {
                 "neck": _flag(1, "1: BatchNorm1d then a bias-free Linear; 0: Linear with bias."),
-                "num_classes": Option(REQUIRED, int, "MPN classifier outputs; must equal dataset.num_classes.",
-                                      minimum=1),
+                "num_classes": Option(None, int, "MPN classifier outputs; must equal dataset.num_classes "
+                                      "(required with it; a table run may leave both out).", minimum=1,
+                                      nullable=True),
                 "dropout_p": Option(0.4, float, "Authors' key, unused by their model.", minimum=0, maximum=1),
                 "use_batchnorm": _flag(0, "Authors' key, unused by their model."),
             },
@@ -136,9 +139,16 @@ SCHEMA = {
         "set_negative": Option("hard", str, "Authors' key: negative correlations set to 0.", choices=("hard",)),
     },
     "dataset": {
-        "dataset_path": Option(REQUIRED, str, "Dataset root (holds images/ or, for In-Shop, Img/ and Eval/)."),
-        "dataset_short": Option(REQUIRED, str, "Which dataset; selects splits and metrics.", choices=DATASETS),
-        "num_classes": Option(REQUIRED, int, "Training classes; the next ones are the test classes.", minimum=2),
+        "dataset_path": Option(REQUIRED, str, "Dataset root (holds images/ or, for In-Shop, Img/ and Eval/; for "
+                               "a table, the folder its paths are relative to)."),
+        "dataset_short": Option(REQUIRED, str, "Which dataset; selects splits and metrics. table: your own "
+                                "images, listed in dataset.table (docs/your_own_data.md).", choices=DATASETS),
+        "table": Option(None, str, "Ours. With dataset_short: table, the CSV file of the images (relative to "
+                        "dataset_path or absolute): columns path, label, split (train/test), optionally "
+                        "is_query and is_gallery (0/1).", nullable=True),
+        "num_classes": Option(None, int, "Training classes; the next ones are the test classes. Required, "
+                              "except for a table, where null (or leaving it out) means the number of training "
+                              "labels of the table, and a number given must be that.", minimum=2, nullable=True),
         "number_aug": Option(2, int, "Authors' key, unused."),
         "magnitude": Option(27, int, "Authors' key, unused."),
         "trans": Option("GL_orig_RE", str, "Transforms: GL_orig_RE (with random erasing) or GLorig.",
@@ -232,11 +242,16 @@ SCHEMA = {
                                   choices=("plain", "norm", "neck")),
         "batch_size": Option(64, int, "Ours. Images per batch when extracting embeddings.", minimum=1),
         "block_size": Option(512, int, "Ours. Queries per block in Recall@K (bounds memory).", minimum=1),
+        "recall_at": Option(None, list, "Ours. The K of Recall@K, increasing whole numbers; null: the dataset's "
+                            "own (1, 2, 4, 8 for cub, cars and demo; 1, 10, 100, 1000 for sop; 1, 10, 20, 30, 40 "
+                            "for in_shop; for a table 1, 2, 4, 8, or 1, 10, 100, 1000 from a gallery of "
+                            "10,000 images on). Also the K of the held-out classes with dataset.val: 1.",
+                            nullable=True),
         "metrics": Option([], list, "Ours. Extra metrics besides the paper's: any of map_at_r, "
                           "r_precision, precision_at_1 (pytorch-metric-learning's definitions)."),
         "kmeans": Option("paper", str, "k-means back end of NMI. paper: scikit-learn (n_init 10, the authors' "
                          "choice) for cub, cars and demo, auto for sop and in_shop (the authors reported no "
-                         "NMI there); auto: faiss if installed, else sklearn.",
+                         "NMI there) and for a table; auto: faiss if installed, else sklearn.",
                          choices=("paper", "sklearn", "faiss", "auto")),
         "k1": Option(30, int, "pseudo_test: k of the k-reciprocal neighbours (the authors' 30); the "
                      "expansion uses k1/2.", minimum=1),

@@ -110,7 +110,7 @@ def test_dataset_without_images_folder(tmp_path, caplog, user_tree):
 def test_hyper_search_on_fewer_classes_than_its_draws_is_refused_before_any_trial(tmp_path, caplog, user_tree):
     path = write_config(tmp_path, user_tree, lambda raw: raw.update(mode="hyper_search"))
     assert_refused(tmp_path, caplog, ["--config_path", str(path)], "mode hyper_search",
-                   "up to 15 classes per batch", "dataset.num_classes is 4", user_files=[path, user_tree])
+                   "up to 15 classes per batch", "the training split has 4 classes", user_files=[path, user_tree])
 
 
 def test_fewer_classes_than_num_classes(tmp_path, caplog, user_tree):

@@ -74,6 +74,9 @@ def test_every_command_names_existing_files_and_known_flags(command):
             assert re.search(rf"^{re.escape(package)}\b", requirements, flags=re.M), package
     elif words[0] == "conda":
         assert (REPO / words[words.index("-f") + 1]).is_file() if "-f" in words else True
+    elif words[:3] == ["python", "-m", "dataset.prepare"] and words[3] == "table":
+        from dataset.prepare import parse_args
+        parse_args(words[3:])  # exits (SystemExit) on an unknown flag or a missing argument
     elif words[:3] == ["python", "-m", "dataset.prepare"]:
         assert words[3] in ("sop", "inshop", "cars") and len(words) == 6
     else:

@@ -61,7 +61,10 @@ class Run:
 
     @property
     def dataset(self):
-        return self.config.get("dataset", {}).get("dataset_short", "")
+        """``dataset_short``; a table run also names its table, so runs on different tables are told apart."""
+        dataset = self.config.get("dataset", {})
+        name = dataset.get("dataset_short", "")
+        return f"table {Path(str(dataset['table'])).name}" if name == "table" and dataset.get("table") else name
 
     @property
     def backbone(self):
