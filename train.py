@@ -24,6 +24,7 @@ from run_folder.layout import CONFIG_NAME, SUMMARY_NAME, write_resolved_config, 
 from run_folder.provenance import environment_record, write_environment
 from run_folder.resume import RESUME_SAFE_KEYS, describe, differences, recorded_config
 from run_folder.run_dir import attach_log_file, detach_log_file, make_run_dir
+from utils.boundary import command
 from utils.console import setup_console_logging
 from utils.threads import apply_threads, choose_threads, log_threads
 
@@ -174,6 +175,7 @@ def report_failure(error, run_dir, is_main):
             pass  # the disk that failed the run may not take this file either; the log has the sentence
 
 
+@command("train.py")
 def main(argv=None):
     setup_console_logging()
     args = parse_args(argv)

@@ -7,6 +7,7 @@ naming the file and line (or entry) the row came from, and raises a
 from pathlib import Path
 
 from utils.errors import UserInputError
+from utils.text_files import read_text
 
 SOP_HEADER = ["image_id", "class_id", "super_class_id", "path"]
 
@@ -26,7 +27,7 @@ def read_sop_list(path):
     path = Path(path)
     if not path.is_file():
         raise missing_file(path, "Stanford_Online_Products")
-    lines = path.read_text().splitlines()
+    lines = read_text(path, "annotation file").splitlines()
     if not lines or lines[0].split() != SOP_HEADER:
         raise malformed(path, "line 1", f"the header must be '{' '.join(SOP_HEADER)}'")
     rows = []

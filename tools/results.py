@@ -23,6 +23,7 @@ from pathlib import Path
 from tools.run_folders import FINISHED, looks_like_run, read_run
 from utils.errors import UserInputError
 from utils.io import atomic_write_text
+from utils.boundary import command
 from utils.console import setup_console_logging
 
 logger = logging.getLogger("tools.results")
@@ -130,6 +131,7 @@ def csv_text(columns, rows):
     return buffer.getvalue()
 
 
+@command("tools.results")
 def main(argv=None):
     setup_console_logging()
     args = parse_args(argv)
