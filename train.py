@@ -21,6 +21,7 @@ from utils.distributed import Distributed
 from utils.errors import UserInputError
 from utils.precision import AS_THE_AUTHORS, resolve_is_apex
 from run_folder.layout import CONFIG_NAME, SUMMARY_NAME, write_resolved_config, write_summary
+from run_folder.lock import RunFolderLock
 from run_folder.provenance import environment_record, write_environment
 from run_folder.resume import RESUME_SAFE_KEYS, describe, differences, recorded_config
 from run_folder.run_dir import attach_log_file, detach_log_file, make_run_dir
@@ -190,12 +191,15 @@ def main(argv=None):
     log_file = distributed = run_dir = None
     is_main = True
     stop_request = StopRequest()
+    run_lock = RunFolderLock()
     try:
         distributed = Distributed.from_environment(args.device)
         is_main = distributed is None or distributed.is_main
         if not is_main:
             logging.getLogger().setLevel(logging.WARNING)
         config, resume_path, resume_changes = load_run_config(args)
+        if is_main and resume_path is not None:
+            run_lock.hold(resume_path.parent)  # before building: a run another process writes is refused at once
         threads = choose_cpu_threads(config)
         device, device_requested = distributed.device_and_request() if distributed else resolve_device(args.device)
         config, precision_note = resolve_is_apex(config, device)
@@ -206,6 +210,7 @@ def main(argv=None):
                                                                 stop_request)
         run_dir = create_run_dir(args, config, resume_path, distributed)
         if is_main:
+            run_lock.hold(run_dir)
             log_file = attach_log_file(run_dir)
             if resume_path is None or resume_changes:
                 write_resolved_config(config, run_dir)
@@ -249,6 +254,7 @@ def main(argv=None):
     finally:
         if log_file is not None:
             detach_log_file(log_file)
+        run_lock.release()
         if distributed is not None:
             distributed.shutdown()
     logger.info("Results are in %s", run_dir)

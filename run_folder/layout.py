@@ -23,6 +23,9 @@ SUMMARY_NAME = "summary.json"
 TEST_METRICS_NAME = "metrics.json"
 CHECKPOINT_NAME = "last.pth"
 PICTURES_FOLDER = "pictures"
+# The lock of the one process that writes the folder, and who that is (run_folder.lock).
+LOCK_NAME = ".train.lock"
+LOCK_OWNER_NAME = ".train.lock.owner"
 
 
 def name_for_files(text):
