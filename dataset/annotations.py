@@ -56,9 +56,10 @@ def read_cars_annotations(path):
                              f"run pip install scipy.") from None
     try:
         annotations = scipy.io.loadmat(path, squeeze_me=True)["annotations"]
-    except (ValueError, OSError, KeyError, TypeError) as error:
-        raise malformed(path, "the top level", f"no readable 'annotations' struct array: {error}")
-    fields = annotations.dtype.names or ()
+    except Exception as error:  # noqa: BLE001 - scipy raises many types (MatReadError, IndexError, ...) for a damaged file
+        raise malformed(path, "the top level", f"no readable 'annotations' struct array: "
+                                               f"{error or type(error).__name__}") from None
+    fields = getattr(getattr(annotations, "dtype", None), "names", None) or ()
     if "relative_im_path" not in fields or "class" not in fields:
         raise malformed(path, "the top level", "'annotations' lacks the fields relative_im_path and class")
     rows = []

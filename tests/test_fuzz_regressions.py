@@ -1,0 +1,48 @@
+"""Issue 28: each fault the fuzzer (tests/test_fuzz_*.py) found, as a plain test of its smallest case."""
+import logging
+
+import pytest
+import torch
+import yaml
+
+import train
+from dataset import prepare
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, pattern_tree):
+    from tests.conftest import tiny_train_config
+    root = tmp_path_factory.mktemp("regression_run")
+    config = root / "config.yaml"
+    config.write_text(yaml.safe_dump(tiny_train_config(pattern_tree, num_epochs=1, max_iters_per_epoch=1)))
+    assert train.main(["--config_path", str(config), "--output_dir", str(root / "runs")]) == 0
+    (folder,) = (root / "runs").iterdir()
+    return folder
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("key, value", [("backbone", torch.zeros(0)), ("optimizer", "x"), ("epoch", [1]),
+                                        ("partial_sums", {"Total": torch.ones(3)}), ("rng", {}),
+                                        ("best", {"score": 1.0})])
+def test_a_checkpoint_with_an_entry_of_the_wrong_content_is_refused_naming_it(finished_run, tmp_path, caplog, key,
+                                                                              value):
+    """Found as TypeError, AttributeError and ValueError from deep in the trainer's restore."""
+    import shutil
+    run = tmp_path / finished_run.name
+    shutil.copytree(finished_run, run)
+    state = torch.load(run / "last.pth", weights_only=True)
+    state[key] = value
+    torch.save(state, run / "last.pth")
+    with caplog.at_level(logging.ERROR):
+        assert train.main(["--resume", str(run)]) == 2
+    assert f"holds a damaged training state ('{key}'" in caplog.text
+
+
+@pytest.mark.parametrize("content", [b"", b"MATL", b"\x00" * 200])
+def test_a_cars_annotation_file_truncated_or_empty_is_one_sentence(tmp_path, caplog, content):
+    """Found as scipy's MatReadError and IndexError."""
+    (tmp_path / "download").mkdir()
+    (tmp_path / "download" / "cars_annos.mat").write_bytes(content)
+    with caplog.at_level(logging.ERROR):
+        assert prepare.main(["cars", str(tmp_path / "download"), str(tmp_path / "out")]) == 2
+    assert "cars_annos.mat is malformed" in caplog.text
