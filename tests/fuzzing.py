@@ -15,7 +15,6 @@ import io
 import json
 import logging
 import math
-import pickle
 import zipfile
 from pathlib import Path
 
@@ -68,7 +67,7 @@ OTHER_FORMATS = {
     "pth": _torch_bytes({"weight": torch.ones(2, 2)}),
     "pickle_runs_code": _code_running_pickle(),
     "torch_pickle_runs_code": _torch_bytes({"weight": _Payload()}),
-    "plain_pickle": pickle.dumps({"a": [1, 2, 3]}),
+    "plain_pickle": b"(dp0\nVa\np1\n(lp2\nI1\naI2\naI3\nas.",  # protocol 0: {"a": [1, 2, 3]}
     "yaml": b"mode: train\ndataset: {dataset_short: cub}\n",
     "json": b'{"best_epoch": 3, "status": "finished"}',
     "csv": b"epoch,test_R@1\n0,0.5\n1,0.6\n",

@@ -7,6 +7,7 @@ import yaml
 
 import train
 from dataset import prepare
+from utils.safe_load import load_torch_file
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +31,7 @@ def test_a_checkpoint_with_an_entry_of_the_wrong_content_is_refused_naming_it(fi
     import shutil
     run = tmp_path / finished_run.name
     shutil.copytree(finished_run, run)
-    state = torch.load(run / "last.pth", weights_only=True)
+    state = load_torch_file(run / "last.pth", "the test")
     state[key] = value
     torch.save(state, run / "last.pth")
     with caplog.at_level(logging.ERROR):
