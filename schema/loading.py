@@ -26,7 +26,7 @@ def load_config(path, overrides=None):
     raw = read_yaml(path)
     for dotted_key, value in (overrides or {}).items():
         check_override(dotted_key, value)
-        set_dotted(raw, dotted_key, value)
+        set_dotted(raw, dotted_key, value, source=path)
     refuse_authors_pseudo_mode(raw, path)
     config = validate(raw, SCHEMA, prefix="", source=path)
     check_consistency(config, path)
@@ -172,12 +172,20 @@ def check_override(dotted_key, value, source="the command line"):
     check_value(value, node, dotted_key, source)
 
 
-def set_dotted(raw, dotted_key, value):
-    """Set ``raw[a][b][c] = value`` for ``dotted_key`` 'a.b.c', creating missing sections."""
+def set_dotted(raw, dotted_key, value, source="the config"):
+    """Set ``raw[a][b][c] = value`` for ``dotted_key`` 'a.b.c', creating missing sections.
+
+    A section that ``source`` gave as something else than a mapping (``train_params: 5``) is refused
+    here, before the override could be merged into it.
+    """
     node = raw
     *parents, leaf = dotted_key.split(".")
-    for name in parents:
+    for depth, name in enumerate(parents):
         node = node.setdefault(name, {})
+        if not isinstance(node, dict):
+            section = ".".join(parents[:depth + 1])
+            raise UserInputError(f"Key '{section}' in {source} is {node!r} but must be a section of keys; write "
+                                 f"it as in the files in config/.")
     node[leaf] = value
 
 

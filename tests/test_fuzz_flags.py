@@ -63,7 +63,7 @@ TRAIN_FLAGS = ["--config_path", "--mode", "--set", "--dataset_path", "--bb_path"
                "--is_apex", "--resume", "--seed", "--threads", "--device", "--help"]
 
 
-@fuzz_examples(25)
+@fuzz_examples(15)
 @given(data=st.data())
 def test_fuzz_train_flags(user_files, pattern_tree, data):
     folder = scratch()
@@ -79,7 +79,7 @@ def test_fuzz_train_flags(user_files, pattern_tree, data):
 MODEL_FLAGS = ["--run", "--weights", "--config_path", "--device"]
 
 
-@fuzz_examples(8)
+@fuzz_examples(5)
 @given(data=st.data())
 def test_fuzz_embed_flags(user_files, finished_run, small_images, data):
     folder = scratch()
@@ -107,7 +107,7 @@ def test_fuzz_retrieve_flags(user_files, gallery_npz, small_images, data):
         shutil.rmtree(folder)
 
 
-@fuzz_examples(8)
+@fuzz_examples(5)
 @given(data=st.data())
 def test_fuzz_prepare_results_and_plot_arguments(user_files, finished_run, data):
     folder = scratch()

@@ -47,3 +47,13 @@ def test_a_cars_annotation_file_truncated_or_empty_is_one_sentence(tmp_path, cap
     with caplog.at_level(logging.ERROR):
         assert prepare.main(["cars", str(tmp_path / "download"), str(tmp_path / "out")]) == 2
     assert "cars_annos.mat is malformed" in caplog.text
+
+
+def test_a_section_given_as_a_number_with_an_override_into_it_is_one_sentence(tmp_path, caplog):
+    """Found as TypeError ('int' object does not support item assignment) while merging --set."""
+    config = tmp_path / "config.yaml"
+    config.write_text("mode: train\ntrain_params: 5\n")
+    with caplog.at_level(logging.ERROR):
+        assert train.main(["--config_path", str(config), "--set", "train_params.lr=0.1",
+                           "--output_dir", str(tmp_path / "runs")]) == 2
+    assert "Key 'train_params'" in caplog.text and "must be a section" in caplog.text
