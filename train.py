@@ -14,10 +14,10 @@ from pathlib import Path
 
 import yaml
 
-from run_folder.checkpoint import resolve_resume_path
+from run_folder.checkpoint import resolve_resume_path, resume_command
 from schema import load_config
 from utils.devices import resolve_device
-from utils.distributed import Distributed
+from utils.distributed import Distributed, lost_a_peer
 from utils.errors import UserInputError
 from utils.precision import AS_THE_AUTHORS, resolve_is_apex
 from run_folder.layout import CONFIG_NAME, SUMMARY_NAME, write_resolved_config, write_summary
@@ -35,6 +35,7 @@ logger = logging.getLogger("train")
 DEFAULT_CONFIG = "config/config_demo_train.yaml"
 REPO_ROOT = Path(__file__).resolve().parent
 EXIT_DIVERGED = 1
+EXIT_PEER_LOST = 1
 OTHER_RANKS_EXIT_DELAY_S = 2.0
 
 
@@ -251,6 +252,14 @@ def main(argv=None):
     except TrainingDiverged as error:
         report_failure(error, run_dir, is_main)
         return EXIT_DIVERGED
+    except RuntimeError as error:
+        if distributed is None or not lost_a_peer(error):
+            raise
+        kept = f"{run_dir} keeps its last completed epoch; {resume_command(run_dir)}" if run_dir else \
+            "nothing was written"
+        logger.error("Another process of this torchrun run stopped (%s), so rank %d stops too; %s.",
+                     " ".join(str(error).split())[:120], distributed.rank, kept)
+        return EXIT_PEER_LOST
     finally:
         if log_file is not None:
             detach_log_file(log_file)
