@@ -25,7 +25,8 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 # The fuzz tests (tests/test_fuzz_*.py). "ci", the default: a fixed seed, so every run tries the same cases,
 # and about a minute in all; `pytest --hypothesis-profile=long tests/test_fuzz_*.py` draws new cases each run,
 # 20 times as many (docs/reliability.md). Each test sets its count for "ci" with fuzz_examples(n).
-FUZZ_HEALTH = [HealthCheck.too_slow, HealthCheck.function_scoped_fixture, HealthCheck.data_too_large]
+FUZZ_HEALTH = [HealthCheck.too_slow, HealthCheck.function_scoped_fixture, HealthCheck.data_too_large,
+               HealthCheck.filter_too_much]
 settings.register_profile("ci", derandomize=True, deadline=None, suppress_health_check=FUZZ_HEALTH,
                           print_blob=True, database=None)
 settings.register_profile("long", deadline=None, suppress_health_check=FUZZ_HEALTH, print_blob=True)
