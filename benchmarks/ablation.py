@@ -97,10 +97,16 @@ class ArmResult:
 def output_folder(path):
     """A new, empty folder: an ablation never writes over earlier results."""
     folder = Path(path) if path else Path("runs") / f"ablation_{time.strftime('%Y%m%d-%H%M%S')}"
+    if folder.exists() and not folder.is_dir():
+        raise UserInputError(f"--output {folder} is a file, not a folder; name a new folder.")
     if folder.exists() and any(folder.iterdir()):
         raise UserInputError(f"--output {folder} already holds files; name a new folder so that earlier "
                              "results are kept.")
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UserInputError(f"--output {folder} cannot be created ({error.strerror or error}); name a folder "
+                             "you can write to.") from None
     return folder
 
 

@@ -88,7 +88,7 @@ def set_path(raw, dotted, value):
     for name in parents:
         node = node[name]
     if value is DELETE:
-        del node[leaf]
+        node.pop(leaf, None)
     else:
         node[leaf] = value
 

@@ -57,3 +57,25 @@ def test_a_section_given_as_a_number_with_an_override_into_it_is_one_sentence(tm
         assert train.main(["--config_path", str(config), "--set", "train_params.lr=0.1",
                            "--output_dir", str(tmp_path / "runs")]) == 2
     assert "Key 'train_params'" in caplog.text and "must be a section" in caplog.text
+
+
+@pytest.mark.parametrize("module, argv", [
+    ("retrieve", ["--gallery", "g.npz", "--queries", "q.npz", "--top_k", "1", "--output", "\x00"]),
+    ("embed", ["--run", "r\x00", "--images", "i", "--output", "o.npz"]),
+    ("tools.results", ["runs\x00"])])
+def test_a_nul_byte_in_any_argument_is_one_sentence(module, argv, caplog):
+    """Found (long profile) as ValueError: embedded null byte, from retrieve.py --output."""
+    import importlib
+    with caplog.at_level(logging.ERROR):
+        assert importlib.import_module(module).main(argv) == 2
+    assert "holds a NUL byte" in caplog.text
+
+
+def test_ablation_output_that_is_a_file_is_one_sentence(tmp_path, caplog):
+    """Found (long profile) as NotADirectoryError from benchmarks.ablation --output."""
+    from benchmarks import ablation
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("keep me\n")
+    with caplog.at_level(logging.ERROR):
+        assert ablation.main(["--output", str(mine), "--seeds", "1"]) == 2
+    assert "is a file, not a folder" in caplog.text and mine.read_text() == "keep me\n"

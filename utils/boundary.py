@@ -17,6 +17,7 @@ usage line and exit code 2.
 """
 import functools
 import logging
+import sys
 import tempfile
 import time
 import traceback
@@ -47,6 +48,7 @@ def command(name):
         def guarded(argv=None):
             _state["run_log"] = None
             try:
+                refuse_nul_bytes(sys.argv[1:] if argv is None else argv)
                 return main(argv)
             except UserInputError as error:
                 setup_console_logging()
@@ -64,6 +66,14 @@ def command(name):
                 _state["run_log"] = None
         return guarded
     return decorate
+
+
+def refuse_nul_bytes(argv):
+    """No path or value can hold a NUL byte (the OS functions raise ValueError on one): refused as it enters."""
+    for position, word in enumerate(argv, start=1):
+        if "\x00" in str(word):
+            raise UserInputError(f"Argument {position} ({str(word)!r}) holds a NUL byte, which no path or value "
+                                 "may contain; remove it.")
 
 
 def report_bug(name, error):
