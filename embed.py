@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from utils.errors import UserInputError
+from utils.boundary import command
 from utils.console import setup_console_logging
 
 logger = logging.getLogger("embed")
@@ -47,6 +48,7 @@ def check_output(path):
     return path
 
 
+@command("embed.py")
 def main(argv=None):
     setup_console_logging()
     args = parse_args(argv)
@@ -57,16 +59,12 @@ def main(argv=None):
     from inference.run_model import load_run_model, weights_source
     from utils.devices import resolve_device
 
-    try:
-        output = check_output(args.output)
-        source = weights_source(args.run, args.weights, args.config_path)
-        listing = read_image_folder(args.images)
-        model = load_run_model(source, resolve_device(args.device)[0])
-        embedded = embed_listing(model, listing)
-        save_embeddings(embedded, output)
-    except UserInputError as error:
-        logger.error("%s", error)
-        return UserInputError.exit_code
+    output = check_output(args.output)
+    source = weights_source(args.run, args.weights, args.config_path)
+    listing = read_image_folder(args.images)
+    model = load_run_model(source, resolve_device(args.device)[0])
+    embedded = embed_listing(model, listing)
+    save_embeddings(embedded, output)
     labels = f", {len(embedded.classes)} classes" if embedded.labels is not None else ", no labels"
     logger.info("Wrote %d embeddings of %d dimensions%s to %s", *embedded.embeddings.shape, labels, output)
     return 0

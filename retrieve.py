@@ -18,6 +18,7 @@ import numpy as np
 
 from embed import add_model_arguments
 from utils.errors import UserInputError
+from utils.boundary import command
 from utils.console import setup_console_logging
 
 logger = logging.getLogger("retrieve")
@@ -86,6 +87,7 @@ def draw_picture(path, queries, gallery, retrieval, rows):
     picture.save(path)
 
 
+@command("retrieve.py")
 def main(argv=None):
     setup_console_logging()
     args = parse_args(argv)
@@ -94,19 +96,15 @@ def main(argv=None):
     from inference.inputs import LazyModel, embedded_input, gallery_input
     from inference.retrieval import retrieve, write_neighbours_csv
 
-    try:
-        output = check_output(args.output, args.rows)
-        model = LazyModel(model_loader(args))
-        gallery = gallery_input(args.gallery, "--gallery", model)
-        if args.faiss and isinstance(gallery, GalleryIndex):
-            raise UserInputError(f"--gallery {args.gallery} is an index, searched as index.py built it; leave "
-                                 "out --faiss (which builds a flat index of an .npz gallery).")
-        queries = embedded_input(args.queries, "--queries", model, allow_image=True)
-        retrieval = retrieve(queries, gallery, args.top_k, use_faiss=args.faiss)
-        create_output(output)
-    except UserInputError as error:
-        logger.error("%s", error)
-        return UserInputError.exit_code
+    output = check_output(args.output, args.rows)
+    model = LazyModel(model_loader(args))
+    gallery = gallery_input(args.gallery, "--gallery", model)
+    if args.faiss and isinstance(gallery, GalleryIndex):
+        raise UserInputError(f"--gallery {args.gallery} is an index, searched as index.py built it; leave "
+                             "out --faiss (which builds a flat index of an .npz gallery).")
+    queries = embedded_input(args.queries, "--queries", model, allow_image=True)
+    retrieval = retrieve(queries, gallery, args.top_k, use_faiss=args.faiss)
+    create_output(output)
     gallery = gallery.items if isinstance(gallery, GalleryIndex) else gallery
     write_neighbours_csv(output / "neighbours.csv", queries, gallery, retrieval)
     draw_picture(output / "retrieval.png", queries, gallery, retrieval, args.rows)

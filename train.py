@@ -15,16 +15,18 @@ from pathlib import Path
 
 import yaml
 
-from run_folder.checkpoint import resolve_resume_path
+from run_folder.checkpoint import resolve_resume_path, resume_command
 from schema import load_config
 from utils.devices import resolve_device
-from utils.distributed import Distributed
+from utils.distributed import Distributed, lost_a_peer
 from utils.errors import UserInputError
 from utils.precision import AS_THE_AUTHORS, resolve_is_apex
 from run_folder.layout import CONFIG_NAME, SUMMARY_NAME, write_resolved_config, write_summary
+from run_folder.lock import RunFolderLock
 from run_folder.provenance import environment_record, write_environment
 from run_folder.resume import ALLOW_FLAG, describe, inexact_resume_note, plan_resume
 from run_folder.run_dir import attach_log_file, detach_log_file, make_run_dir
+from utils.boundary import command
 from utils.console import setup_console_logging
 from utils.threads import apply_threads, choose_threads, log_threads
 
@@ -35,6 +37,7 @@ DEFAULT_CONFIG = "config/config_demo_train.yaml"
 REPO_ROOT = Path(__file__).resolve().parent
 EXIT_DIVERGED = 1
 EVALUATION_MODES = ("test", "pseudo_test")
+EXIT_PEER_LOST = 1
 OTHER_RANKS_EXIT_DELAY_S = 2.0
 
 
@@ -209,6 +212,7 @@ def report_failure(error, run_dir, is_main):
             pass  # the disk that failed the run may not take this file either; the log has the sentence
 
 
+@command("train.py")
 def main(argv=None):
     setup_console_logging()
     args = parse_args(argv)
@@ -223,6 +227,7 @@ def main(argv=None):
     log_file = distributed = run_dir = None
     is_main = True
     stop_request = StopRequest()
+    run_lock = RunFolderLock()
     try:
         distributed = Distributed.from_environment(args.device)
         is_main = distributed is None or distributed.is_main
@@ -232,6 +237,8 @@ def main(argv=None):
         if resume is not None and resume.finished:
             logger.info("%s", resume.finished_message())
             return 0
+        if is_main and resume is not None:
+            run_lock.hold(resume.run_dir)  # before building: a run another process writes is refused at once
         threads = choose_cpu_threads(config)
         device, device_requested = distributed.device_and_request() if distributed else resolve_device(args.device)
         config, precision_note = resolve_is_apex(config, device)
@@ -248,6 +255,7 @@ def main(argv=None):
                                                                 stop_request)
         run_dir = create_run_dir(args, config, resume, distributed)
         if is_main:
+            run_lock.hold(run_dir)
             log_file = attach_log_file(run_dir)
             record_run_start(run_dir, config, resume, environment)
         logger.info("Run folder %s, device %s, mode %s%s", run_dir, device, mode,
@@ -281,9 +289,18 @@ def main(argv=None):
     except TrainingDiverged as error:
         report_failure(error, run_dir, is_main)
         return EXIT_DIVERGED
+    except RuntimeError as error:
+        if distributed is None or not lost_a_peer(error):
+            raise
+        kept = f"{run_dir} keeps its last completed epoch; {resume_command(run_dir)}" if run_dir else \
+            "nothing was written"
+        logger.error("Another process of this torchrun run stopped (%s), so rank %d stops too; %s.",
+                     " ".join(str(error).split())[:120], distributed.rank, kept)
+        return EXIT_PEER_LOST
     finally:
         if log_file is not None:
             detach_log_file(log_file)
+        run_lock.release()
         if distributed is not None:
             distributed.shutdown()
     logger.info("Results are in %s", run_dir)

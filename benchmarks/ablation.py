@@ -45,6 +45,7 @@ from tools.run_folders import read_run
 from utils.errors import UserInputError
 from utils.io import atomic_write_text
 from run_folder.plots import plot_bars
+from utils.boundary import command
 from utils.console import quiet_console_of_worker, setup_console_logging
 
 logger = logging.getLogger("benchmarks.ablation")
@@ -98,10 +99,16 @@ class ArmResult:
 def output_folder(path):
     """A new, empty folder: an ablation never writes over earlier results."""
     folder = Path(path) if path else Path("runs") / f"ablation_{time.strftime('%Y%m%d-%H%M%S')}"
+    if folder.exists() and not folder.is_dir():
+        raise UserInputError(f"--output {folder} is a file, not a folder; name a new folder.")
     if folder.exists() and any(folder.iterdir()):
         raise UserInputError(f"--output {folder} already holds files; name a new folder so that earlier "
                              "results are kept.")
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UserInputError(f"--output {folder} cannot be created ({error.strerror or error}); name a folder "
+                             "you can write to.") from None
     return folder
 
 
@@ -232,26 +239,23 @@ def _duration(seconds):
     return f"{minutes} min {seconds:02d} s"
 
 
+@command("benchmarks.ablation")
 def main(argv=None):
     setup_console_logging()
     args = parse_args(argv)
-    try:
-        if args.seeds < 1 or args.jobs < 1:
-            raise UserInputError(f"--seeds {args.seeds} --jobs {args.jobs}: both must be at least 1.")
-        if not Path(args.config_path).is_file():
-            raise UserInputError(f"--config_path {args.config_path} does not exist; pass a train config "
-                                 "(config/config_<dataset>_train.yaml).")
-        folder = output_folder(args.output)
-        started = time.perf_counter()
-        results = run_ablation(args.config_path, args.arms, args.seeds, args.settings, folder, args.jobs)
-        total_s = time.perf_counter() - started
-        table = markdown_table(results)
-        atomic_write_text(folder / "ablation.csv", csv_text(results))
-        plot(results, folder / "ablation.png",
-             f"Ablation, {args.seeds} seed(s) per arm, {Path(args.config_path).name}")
-    except UserInputError as error:
-        logger.error("%s", error)
-        return UserInputError.exit_code
+    if args.seeds < 1 or args.jobs < 1:
+        raise UserInputError(f"--seeds {args.seeds} --jobs {args.jobs}: both must be at least 1.")
+    if not Path(args.config_path).is_file():
+        raise UserInputError(f"--config_path {args.config_path} does not exist; pass a train config "
+                             "(config/config_<dataset>_train.yaml).")
+    folder = output_folder(args.output)
+    started = time.perf_counter()
+    results = run_ablation(args.config_path, args.arms, args.seeds, args.settings, folder, args.jobs)
+    total_s = time.perf_counter() - started
+    table = markdown_table(results)
+    atomic_write_text(folder / "ablation.csv", csv_text(results))
+    plot(results, folder / "ablation.png",
+         f"Ablation, {args.seeds} seed(s) per arm, {Path(args.config_path).name}")
     sys.stdout.write(table + f"\n\nTotal wall time {_duration(total_s)}; table in {folder / 'ablation.csv'}, "
                      f"chart in {folder / 'ablation.png'}\n")
     return 0

@@ -37,12 +37,19 @@ otherwise count as memory.
 """
 import argparse
 import multiprocessing
+import sys
 import time
 
 import numpy as np
 import torch
 
 from evaluation.recall import DEFAULT_BLOCK_SIZE
+from utils.boundary import command
+from utils.devices import resolve_device
+from utils.flags import MAX_REPEATS, MAX_THREADS, at_least
+
+# Rows of scores per block: a million rows of the largest gallery would not fit any machine's memory.
+MAX_BLOCK_SIZE = 1 << 20
 
 DIM = 512
 WARMUP_SIZE = (300, 30)  # images, classes
@@ -176,16 +183,18 @@ def run_in_child(task):
         return pool.apply(measure, (task,))
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+@command("benchmarks.evaluation")
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.evaluation", description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", nargs="+", choices=list(SIZES), default=list(SIZES))
-    parser.add_argument("--block-size", type=int, default=DEFAULT_BLOCK_SIZE)
-    parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--block-size", type=at_least(1, MAX_BLOCK_SIZE), default=DEFAULT_BLOCK_SIZE)
+    parser.add_argument("--repeats", type=at_least(1, MAX_REPEATS), default=2)
+    parser.add_argument("--threads", type=at_least(1, MAX_THREADS), default=torch.get_num_threads())
     parser.add_argument("--no-nmi", action="store_true", help="skip the NMI timing at SOP size")
     parser.add_argument("--device", default="cpu",
                         help="where ours and the bare products run (the authors' method runs on the CPU)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    resolve_device(args.device)
 
     from evaluation.clustering import nmi_backend
 
@@ -223,6 +232,7 @@ def main():
             seconds, gib, result = run_in_child(("nmi", size, args.block_size, args.threads, "cpu"))
             print(f"{size:<6}{'NMI (' + nmi_backend() + ')':<22}{seconds:>10.3f}{gib:>10.2f}  "
                   f"NMI {result:.4f}")
+    return 0
 
 
 def format_retrieval(metrics):
@@ -234,4 +244,4 @@ def format_recall(recall):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -17,6 +17,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dataset import ClassBalancedSampler, build_dataset, build_train_loader, build_transform  # noqa: E402
+from utils.boundary import command  # noqa: E402
+from utils.flags import MAX_THREADS, at_least  # noqa: E402
+
+# The batches timed: 10 classes x 4 images.
+BATCH_CLASSES, BATCH_IMAGES_PER_CLASS = 10, 4
 
 
 def write_jpegs(root, num_classes, images_per_class, seed=0):
@@ -48,16 +53,17 @@ def images_per_second(dataset, num_workers, num_classes_iter, num_elements_class
     return images / (time.perf_counter() - start)
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--classes", type=int, default=20)
-    parser.add_argument("--images-per-class", type=int, default=20)
-    parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--main-threads", type=int, default=None,
+@command("benchmarks.loader")
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.loader", description=__doc__.splitlines()[0])
+    parser.add_argument("--classes", type=at_least(BATCH_CLASSES, 10_000), default=20)
+    parser.add_argument("--images-per-class", type=at_least(BATCH_IMAGES_PER_CLASS, 1_000), default=20)
+    parser.add_argument("--epochs", type=at_least(1, 1_000), default=2)
+    parser.add_argument("--workers", type=at_least(0, MAX_THREADS), nargs="+", default=[0, 1, 2])
+    parser.add_argument("--main-threads", type=at_least(1, MAX_THREADS), default=None,
                         help="torch threads of the main process (workers always use 1); "
                              "on a busy machine the default can slow 0 workers down a lot")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.main_threads:
         torch.set_num_threads(args.main_threads)
     with tempfile.TemporaryDirectory() as folder:
@@ -65,14 +71,15 @@ def main():
         write_jpegs(root, args.classes, args.images_per_class)
         transform = build_transform("GL_orig_RE", train=True, net_type="resnet50")
         dataset = build_dataset("cub", root, "train", args.classes, transform)
-        rates = {workers: images_per_second(dataset, workers, 10, 4, args.epochs) for workers in args.workers}
+        rates = {workers: images_per_second(dataset, workers, BATCH_CLASSES, BATCH_IMAGES_PER_CLASS, args.epochs) for workers in args.workers}
     print(f"training loader, {args.classes} classes x {args.images_per_class} JPEGs of 500x375, "
           f"GL_orig_RE at 227 px, batches of 10 x 4, "
           f"{torch.get_num_threads()} torch thread(s) in the main process")
     print(f"{'workers':>8} {'images/s':>10} {'vs 0 workers':>13}")
     for workers, rate in rates.items():
         print(f"{workers:>8} {rate:>10.1f} {rate / rates[args.workers[0]]:>12.2f}x")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

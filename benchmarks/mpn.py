@@ -18,6 +18,7 @@ import argparse
 import copy
 import math
 import statistics
+import sys
 import time
 import types
 
@@ -25,6 +26,10 @@ import torch
 
 from net.attention import NULL_LOGIT
 from net.mpn import build_mpn
+from schema.options import SEED_MAXIMUM
+from utils.boundary import command
+from utils.devices import resolve_device
+from utils.flags import MAX_REPEATS, MAX_THREADS, at_least
 
 EMBED_DIM = 512
 BATCH_SIZES = (54, 90, 512)
@@ -128,15 +133,16 @@ def median_seconds_side_by_side(steps, repeats):
     return [statistics.median(step_times) for step_times in times]
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+@command("benchmarks.mpn")
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.mpn", description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
+    parser.add_argument("--repeats", type=at_least(1, MAX_REPEATS), default=5)
+    parser.add_argument("--seed", type=at_least(0, SEED_MAXIMUM), default=0)
+    parser.add_argument("--threads", type=at_least(1, MAX_THREADS), default=torch.get_num_threads(),
                         help="CPU threads; 1 gives steadier figures on a busy machine")
-    args = parser.parse_args()
-    device = torch.device(args.device)
+    args = parser.parse_args(argv)
+    device, _ = resolve_device(args.device)
     torch.set_num_threads(args.threads)
 
     print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
@@ -161,7 +167,8 @@ def main():
                 print(f"{name:<6} {num_layers:>6} {num_heads:>5} {num_nodes:>5} {scope:<9} "
                       f"{dense * 1e3:>9.2f} {edges * 1e3:>9.2f} {edges / dense:>11.2f} "
                       f"{difference:>10.1e}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -29,12 +29,16 @@ ready, as it has in ``pseudo_test`` after the backbone embedded the test set:
 """
 import argparse
 import multiprocessing
+import sys
 import time
 
 import numpy as np
 import torch
 
 from benchmarks.evaluation import resident_kib
+from utils.boundary import command
+from utils.devices import resolve_device
+from utils.flags import MAX_REPEATS, MAX_THREADS, at_least
 
 DIM = 512
 GRAPH_SIZE = 7
@@ -150,15 +154,15 @@ def same_sets(first, second):
     return float(np.mean([set(a) == set(b) for a, b in zip(first.tolist(), second.tolist())]))
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+@command("benchmarks.pseudo_test")
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.pseudo_test", description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", nargs="+", choices=list(SIZES), default=list(SIZES))
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    parser.add_argument("--repeats", type=int, default=3, help="children per method and size; the median is shown")
+    parser.add_argument("--threads", type=at_least(1, MAX_THREADS), default=torch.get_num_threads())
+    parser.add_argument("--repeats", type=at_least(1, MAX_REPEATS), default=3, help="children per method and size; the median is shown")
     parser.add_argument("--device", default="cpu", help="where ours runs (the authors' sampler is CPU-only)")
-    args = parser.parse_args()
-    if args.repeats < 1 or args.threads < 1:
-        parser.error(f"--repeats {args.repeats} --threads {args.threads}: both must be at least 1.")
+    args = parser.parse_args(argv)
+    resolve_device(args.device)
     print(f"{args.threads} torch threads, ours on {args.device}; graphs of {GRAPH_SIZE}, k1 = {K1}, "
           f"{DIM}-d; memory = peak resident growth (VmHWM) during the call; median of {args.repeats} "
           "repeat(s), range of the totals")
@@ -180,7 +184,8 @@ def main():
             print(f"{size:<6}{'':>8} authors / ours: graphs {ratio(0):.1f}x, refinement {ratio(1):.1f}x, "
                   f"total {total:.1f}x, memory {ratio(2):.1f}x; same graph sets for "
                   f"{100 * same_sets(ours_result[3], authors_result[3]):.1f}% of the items", flush=True)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -23,6 +23,7 @@ of a training step.
 import argparse
 import copy
 import statistics
+import sys
 import tempfile
 import time
 
@@ -33,7 +34,14 @@ from engine.trainer import LoopOptions, Trainer
 from losses.intra_batch import IntraBatchLoss
 from recipe import RunRecipe
 from schema import load_config
+from utils.boundary import command
+from utils.devices import resolve_device
+from utils.flags import at_least
 from utils.precision import build_precision, initialize_apex
+
+# Bounds of the flags: far above any real measurement, far below what would exhaust a machine.
+MAX_STEPS = 100_000
+MAX_BATCH_SIDE = 1_024
 
 VIT_S16 = "timm:vit_small_patch16_224"
 VIT_CROP = 224
@@ -129,19 +137,20 @@ def print_mpn_share(rows):
         print(f"{net_type:<30}{crop:>6}{alone:>14.1f}{with_mpn:>14.1f}{1 - with_mpn / alone:>10.1%}")
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+@command("benchmarks.train_step")
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.train_step", description=__doc__.split("\n")[0])
     parser.add_argument("--config", default="config/config_cub_train.yaml")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--batch", type=int, nargs=2, metavar=("P", "K"),
+    parser.add_argument("--steps", type=at_least(1, MAX_STEPS), default=20)
+    parser.add_argument("--warmup", type=at_least(0, MAX_STEPS), default=5)
+    parser.add_argument("--batch", type=at_least(1, MAX_BATCH_SIDE), nargs=2, metavar=("P", "K"),
                         help="classes per batch and images per class (default: the config's)")
     parser.add_argument("--mpn_share", action="store_true",
                         help="time backbone alone vs backbone + MPN, for the config's backbone and ViT-S/16")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
-    device = torch.device(args.device)
+    device, _ = resolve_device(args.device)
     config = load_config(args.config)
     train_params = config["train_params"]
     num_classes_iter, num_elements_class = args.batch or (train_params["num_classes_iter"],
@@ -153,7 +162,7 @@ def main():
         with tempfile.TemporaryDirectory() as run_dir:
             print_mpn_share(mpn_share(config, device, (num_classes_iter, num_elements_class), args.steps,
                                       args.warmup, run_dir))
-        return
+        return 0
     images, labels = random_batch(config, num_classes_iter, num_elements_class, torch.Generator().manual_seed(0))
     # The training loader pins its batches on CUDA; so does this one.
     batch = (images.pin_memory(), labels.pin_memory()) if device.type == "cuda" else (images, labels)
@@ -171,7 +180,8 @@ def main():
             baseline = baseline or speed
             print(f"{name:<34}{precision_name:<20}{speed:>10.1f}{speed / baseline:>11.2f}x")
             del trainer
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -7,6 +7,7 @@ naming the file and line (or entry) the row came from, and raises a
 from pathlib import Path
 
 from utils.errors import UserInputError
+from utils.text_files import read_text
 
 SOP_HEADER = ["image_id", "class_id", "super_class_id", "path"]
 
@@ -26,7 +27,7 @@ def read_sop_list(path):
     path = Path(path)
     if not path.is_file():
         raise missing_file(path, "Stanford_Online_Products")
-    lines = path.read_text().splitlines()
+    lines = read_text(path, "annotation file").splitlines()
     if not lines or lines[0].split() != SOP_HEADER:
         raise malformed(path, "line 1", f"the header must be '{' '.join(SOP_HEADER)}'")
     rows = []
@@ -55,9 +56,10 @@ def read_cars_annotations(path):
                              f"run pip install scipy.") from None
     try:
         annotations = scipy.io.loadmat(path, squeeze_me=True)["annotations"]
-    except (ValueError, OSError, KeyError, TypeError) as error:
-        raise malformed(path, "the top level", f"no readable 'annotations' struct array: {error}")
-    fields = annotations.dtype.names or ()
+    except Exception as error:  # noqa: BLE001 - scipy raises many types (MatReadError, IndexError, ...) for a damaged file
+        raise malformed(path, "the top level", f"no readable 'annotations' struct array: "
+                                               f"{error or type(error).__name__}") from None
+    fields = getattr(getattr(annotations, "dtype", None), "names", None) or ()
     if "relative_im_path" not in fields or "class" not in fields:
         raise malformed(path, "the top level", "'annotations' lacks the fields relative_im_path and class")
     rows = []

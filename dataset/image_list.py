@@ -10,8 +10,14 @@ from utils.errors import UserInputError
 
 logger = logging.getLogger(__name__)
 
-# What PIL raises for a missing, unreadable, truncated or undecodable file.
-IMAGE_READ_ERRORS = (OSError, SyntaxError, ValueError)
+
+
+class UnreadableImage(Exception):
+    """The file cannot be decoded into an image; the message says why (the caller names the file)."""
+
+
+# What ``load_rgb`` raises for a missing, unreadable, truncated, undecodable or oversized file.
+IMAGE_READ_ERRORS = (UnreadableImage,)
 
 
 class BrokenImage(NamedTuple):
@@ -38,14 +44,23 @@ def load_rgb(path):
 
     Decodes the whole file now, so that a truncated image fails here.
     Palette, grey, RGBA and CMYK images are converted by PIL; 16-bit grey
-    images are scaled from 0..65535 to 0..255, float images from 0..1; other
-    high-bit-depth pixels raise ``ValueError`` with a reason (the caller
-    names the file).
+    images are scaled from 0..65535 to 0..255, float images from 0..1.
+    Whatever goes wrong while decoding (PIL raises many types for damaged
+    files, and ``DecompressionBombError`` for an image of more pixels than
+    ``PIL.Image.MAX_IMAGE_PIXELS`` allows, before allocating them) is an
+    ``UnreadableImage`` with the reason; the caller names the file.
     """
-    with PIL.Image.open(path) as image:
-        if image.mode in SIXTEEN_BIT_MODES or image.mode in ("I", "F"):
-            return high_bit_depth_to_rgb(image)
-        return image.convert("RGB")
+    try:
+        with PIL.Image.open(path) as image:
+            if image.mode in SIXTEEN_BIT_MODES or image.mode in ("I", "F"):
+                return high_bit_depth_to_rgb(image)
+            return image.convert("RGB")
+    except PIL.Image.DecompressionBombError as error:
+        raise UnreadableImage(f"{str(error).rstrip('.')}, so it is not decoded; shrink it") from None
+    except MemoryError:
+        raise UnreadableImage("decoding it needs more memory than this machine has") from None
+    except Exception as error:  # noqa: BLE001 - every failure to decode an untrusted file is the file's
+        raise UnreadableImage(str(error) or type(error).__name__) from None
 
 
 def high_bit_depth_to_rgb(image):

@@ -7,6 +7,7 @@ under ``<root>/Img/<image_name>``.
 from pathlib import Path
 
 from utils.errors import UserInputError
+from utils.text_files import read_text
 
 PARTITION_FILE = Path("Eval") / "list_eval_partition.txt"
 HEADER = ["image_name", "item_id", "evaluation_status"]
@@ -38,7 +39,7 @@ def read_partition(root):
         raise UserInputError(
             f"The In-Shop partition file {path} does not exist; point dataset.dataset_path at "
             f"the In-Shop folder that holds Eval/ and Img/.")
-    lines = path.read_text().splitlines()
+    lines = read_text(path, "In-Shop partition file").splitlines()
     if not lines or not lines[0].strip().isdigit():
         raise malformed(path, 1, "the first line must be the number of images")
     if len(lines) < 2 or lines[1].split() != HEADER:

@@ -30,6 +30,8 @@ from tqdm import tqdm
 from .annotations import read_cars_annotations, read_sop_list
 from .inshop import PARTITION_FILE, read_partition
 from .split_table import write_split_table
+from utils.boundary import command
+from utils.console import setup_console_logging
 from utils.errors import UserInputError
 
 logger = logging.getLogger(__name__)
@@ -196,18 +198,15 @@ def parse_args(argv):
     return parser.parse_args(argv)
 
 
+@command("dataset.prepare")
 def main(argv=None):
     """Command line entry; returns the exit code (2 for a problem the user can fix)."""
+    setup_console_logging()
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    try:
-        if args.dataset == "table":
-            write_split_table(args.folder, args.out_csv, args.test_fraction, args.query_fraction, args.seed)
-        else:
-            prepare(args.dataset, args.download_dir, args.out_dir)
-    except UserInputError as error:
-        logger.error("%s", error)
-        return UserInputError.exit_code
+    if args.dataset == "table":
+        write_split_table(args.folder, args.out_csv, args.test_fraction, args.query_fraction, args.seed)
+    else:
+        prepare(args.dataset, args.download_dir, args.out_dir)
     return 0
 
 

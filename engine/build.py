@@ -23,6 +23,7 @@ from optim.param_groups import build_optimizer, build_param_groups
 from recipe import RunRecipe
 from run_folder.resume import ALLOW_FLAG, describe
 from run_folder.layout import best_weight_names
+from utils.errors import UserInputError
 from utils.precision import Precision, build_precision, initialize_apex
 
 logger = logging.getLogger(__name__)
@@ -130,6 +131,25 @@ def build_trainer(setup, run_dir, stop_request=None):
     return trainer, final_test
 
 
+# What restoring a state of the wrong shape raises (a tensor where a dict belongs, a missing key, weights of
+# another size); the checkpoint file is the cause, whichever part of the trainer meets it first.
+DAMAGED_STATE_ERRORS = (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError)
+
+
+def restore_training_state(trainer, state, path):
+    """``trainer.load_state_dict(state)``, a damaged state refused in one sentence naming the file.
+
+    Nothing is written before training continues, so a state refused half-way
+    leaves the run folder as it was.
+    """
+    try:
+        trainer.load_state_dict(state)
+    except DAMAGED_STATE_ERRORS as error:
+        problem = " ".join(str(error).split())[:160] or type(error).__name__
+        raise UserInputError(f"--resume {path} holds a damaged training state ({problem}); restore the file "
+                             "from a backup, or start a new run.") from None
+
+
 def run_train(setup, run_dir, resume=None, stop_request=None):
     """Train and evaluate every epoch; returns the run summary.
 
@@ -139,7 +159,7 @@ def run_train(setup, run_dir, resume=None, stop_request=None):
     logger.info("Precision: %s", setup.precision.name)
     trainer, final_test = build_trainer(setup, run_dir, stop_request)
     if resume is not None:
-        trainer.load_state_dict(resume.take_state())
+        restore_training_state(trainer, resume.take_state(), resume.path)
         trainer.resumes = resume.all_records()
         log_resume(resume, trainer)
     trainer.fit()

@@ -7,7 +7,6 @@ The file holds plain arrays only (read with ``allow_pickle=False``):
 ``labels`` (int64, indices into ``classes``) and ``classes``.
 """
 import io
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -65,18 +64,27 @@ def save_embeddings(embedded, path):
     atomic_write(path, npz_bytes(arrays), replace=False)
 
 
-def read_arrays(path, flag, required, made_by):
-    """Every array of the .npz file ``path``; unreadable, or lacking one of ``required``: a ``UserInputError``."""
+def read_arrays(path, flag, required, made_by, problem_of=None):
+    """Every array of the .npz file ``path``, checked whole before any is used.
+
+    Unreadable, lacking one of ``required``, or with items that do not fit
+    together (``item_problem``, and ``problem_of(arrays)`` for what the caller
+    adds): a ``UserInputError``; a damaged or edited file is never partly used.
+    """
     try:
         with np.load(path, allow_pickle=False) as data:
+            if not isinstance(data, np.lib.npyio.NpzFile):
+                raise ValueError("a single array, not an .npz archive")
             arrays = {name: data[name] for name in data.files}
-    except (OSError, ValueError, zipfile.BadZipFile) as error:
-        raise UserInputError(f"{flag} {path} cannot be read as an .npz file ({error}); give a file that "
-                             f"{made_by} wrote.") from None
+    except Exception as error:  # noqa: BLE001 - numpy, zipfile and zlib raise many types for a damaged file
+        raise UserInputError(f"{flag} {path} cannot be read as an .npz file ({error or type(error).__name__}); "
+                             f"give a file that {made_by} wrote.") from None
     missing = [name for name in required if name not in arrays]
-    if missing or str(arrays.get("distance")) not in DISTANCES:
-        raise UserInputError(f"{flag} {path} is not a file of {made_by} (it lacks "
-                             f"{', '.join(missing) or 'a known distance'}); make it with {made_by}.")
+    problem = (f"it lacks {', '.join(missing)}" if missing else
+               item_problem(arrays) or (problem_of(arrays) if problem_of is not None else None))
+    if problem is not None:
+        raise UserInputError(f"{flag} {path} is not a file of {made_by} ({problem}); make it again with "
+                             f"{made_by}.")
     return arrays
 
 
@@ -90,5 +98,38 @@ def items_from_arrays(arrays, embeddings):
 
 def load_embeddings(path, flag):
     """Read a file ``save_embeddings`` wrote; anything else is a ``UserInputError`` naming ``flag``."""
-    arrays = read_arrays(path, flag, REQUIRED_ARRAYS, "embed.py")
+    arrays = read_arrays(path, flag, REQUIRED_ARRAYS, "embed.py", embeddings_problem)
     return items_from_arrays(arrays, arrays["embeddings"].astype(np.float32))
+
+
+def _is_text(array, dimensions):
+    return array.ndim == dimensions and array.dtype.kind == "U"
+
+
+def item_problem(arrays):
+    """What is wrong with the items' arrays (paths, root, distance, labels and classes), or ``None``."""
+    paths = arrays["paths"]
+    if not _is_text(paths, 1):
+        return "paths must be a list of file names"
+    if not (_is_text(arrays["root"], 0) and _is_text(arrays["distance"], 0)) \
+            or str(arrays["distance"]) not in DISTANCES:
+        return f"root must be a folder name and distance one of {', '.join(DISTANCES)}"
+    if "labels" in arrays:
+        labels, classes = arrays["labels"], arrays.get("classes")
+        if classes is None or not _is_text(classes, 1) or labels.ndim != 1 or labels.dtype.kind not in "iu" \
+                or len(labels) != len(paths) or (len(labels) and (labels.min() < 0 or labels.max() >= len(classes))):
+            return "labels must be one class index per item, into the class names it holds"
+    return None
+
+
+def embeddings_problem(arrays):
+    """What is wrong with an embedding file's ``embeddings`` beside its items, or ``None``."""
+    embeddings = arrays["embeddings"]
+    if embeddings.ndim != 2 or embeddings.dtype.kind not in "fiu" or 0 in embeddings.shape:
+        return (f"embeddings must be a non-empty n x d array of numbers, not {embeddings.dtype} of shape "
+                f"{list(embeddings.shape)}")
+    if not np.isfinite(embeddings.astype(np.float64)).all():
+        return "embeddings hold NaN or infinite values"
+    if len(arrays["paths"]) != len(embeddings):
+        return f"paths must be {len(embeddings)} file names, one per embedding"
+    return None

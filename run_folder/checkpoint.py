@@ -13,6 +13,7 @@ state as a NumPy array and a full copy of the best weights; such files are
 converted on load, allowing exactly the NumPy types they hold.
 """
 import logging
+import math
 import random
 from pathlib import Path
 
@@ -100,7 +101,63 @@ def load_checkpoint(path):
         state = upgrade_from_format_1(state)
         logger.info("%s is a format-1 checkpoint (NumPy RNG state, best weights inside); converted to format "
                     "%d on load, its best weights go to files in the run folder", path, FORMAT_VERSION)
+    check_training_state(state, path)
     return state
+
+
+def _whole(value, minimum=0):
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+def _number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _tensors(value):
+    return isinstance(value, dict) and bool(value) and all(
+        isinstance(key, str) and isinstance(item, torch.Tensor) for key, item in value.items())
+
+
+def _optional(check):
+    return lambda value: value is None or check(value)
+
+
+_BEST_FIELDS = {"score": _optional(_number), "epoch": _optional(_whole),
+                "metrics": _optional(lambda value: isinstance(value, dict)),
+                "backbone_file": _optional(lambda value: isinstance(value, str)),
+                "mpn_file": _optional(lambda value: isinstance(value, str))}
+# What each entry of a training state must be before any of it is used (format 2, after conversion).
+_STATE_FIELDS = {
+    "epoch": _whole,
+    "resume_step": _whole,
+    "partial_sums": lambda value: isinstance(value, dict) and all(
+        isinstance(key, str) and _number(item) for key, item in value.items()),
+    "backbone": _tensors,
+    "mpn": _tensors,
+    "optimizer": lambda value: isinstance(value, dict) and isinstance(value.get("state"), dict)
+    and isinstance(value.get("param_groups"), list) and all(isinstance(group, dict) for group in value["param_groups"]),
+    "precision": lambda value: isinstance(value, dict) and isinstance(value.get("name"), str),
+    "history": lambda value: isinstance(value, list) and all(
+        isinstance(row, dict) and _whole(row.get("epoch")) for row in value),
+    "rng": lambda value: isinstance(value, dict) and isinstance(value.get("python"), (tuple, list))
+    and isinstance(value.get("numpy"), dict) and isinstance(value.get("torch"), torch.Tensor)
+    and value["torch"].dtype == torch.uint8,
+    "best": lambda value: isinstance(value, dict) and set(value) == set(_BEST_FIELDS)
+    and all(check(value[key]) for key, check in _BEST_FIELDS.items()),
+}
+
+
+def check_training_state(state, path):
+    """Every entry of a training state has its kind, or one sentence names the first that does not.
+
+    Checked whole before the trainer takes any of it, so that a damaged or
+    edited ``last.pth`` is refused, never half restored.
+    """
+    for key, check in _STATE_FIELDS.items():
+        if key not in state or not check(state[key]):
+            found = "missing" if key not in state else f"a {type(state[key]).__name__} of the wrong content"
+            raise UserInputError(f"{RESUME_FLAG} {path} holds a damaged training state ('{key}' is {found}); "
+                                 "restore the file from a backup, or start a new run.")
 
 
 def _read(path, allowed_globals=()):

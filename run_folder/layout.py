@@ -26,6 +26,9 @@ PICTURES_FOLDER = "pictures"
 # A hyper_search folder: one trial_NNN/ run folder per trial, the table of trials and the winner.
 TRIALS_NAME = "trials.csv"
 BEST_CONFIG_NAME = "best_config.yaml"
+# The lock of the one process that writes the folder, and who that is (run_folder.lock).
+LOCK_NAME = ".train.lock"
+LOCK_OWNER_NAME = ".train.lock.owner"
 
 
 def name_for_files(text):

@@ -29,7 +29,9 @@ import yaml
 from run_folder.checkpoint import load_checkpoint
 from run_folder.layout import CONFIG_NAME, ENVIRONMENT_NAME, RECORD_NAME, SUMMARY_NAME
 from schema import iter_options
+from schema.loading import DuplicateKey, ExpandsTooFar, safe_load_unique_keys
 from utils.errors import UserInputError
+from utils.text_files import read_text
 
 ALLOW_FLAG = "--allow_different_numbers"
 KEYS_KEEPING_NUMBERS = (
@@ -69,7 +71,15 @@ def recorded_config(run_dir):
     run_dir = Path(run_dir)
     record = run_dir / RECORD_NAME
     source = record if record.is_file() else run_dir / CONFIG_NAME
-    return yaml.safe_load(source.read_text())
+    try:
+        recorded = safe_load_unique_keys(read_text(source, "run record"))
+    except (yaml.YAMLError, DuplicateKey, ExpandsTooFar):
+        recorded = None
+    if not isinstance(recorded, dict):
+        raise UserInputError(f"The run record {source} is damaged (not a YAML mapping), so the resume cannot be "
+                             f"checked against it; copy {CONFIG_NAME} of the run over it if that file is intact, "
+                             "or start a new run.")
+    return recorded
 
 
 def differences(recorded, current):

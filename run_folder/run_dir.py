@@ -5,6 +5,7 @@ import time
 from pathlib import Path
 
 from run_folder.layout import LOG_NAME, name_for_files
+from utils.boundary import note_run_log
 from utils.console import LOG_FORMAT
 from utils.errors import UserInputError
 
@@ -38,6 +39,7 @@ def attach_log_file(run_dir):
     handler = logging.FileHandler(Path(run_dir) / LOG_NAME)
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
     logging.getLogger().addHandler(handler)
+    note_run_log(handler.baseFilename)
     return handler
 
 

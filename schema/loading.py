@@ -14,6 +14,7 @@ import yaml
 from schema.checks import check_consistency, check_value, validate
 from schema.options import SCHEMA
 from utils.errors import UserInputError
+from utils.text_files import read_text
 
 
 def load_config(path, overrides=None):
@@ -25,7 +26,7 @@ def load_config(path, overrides=None):
     raw = read_yaml(path)
     for dotted_key, value in (overrides or {}).items():
         check_override(dotted_key, value)
-        set_dotted(raw, dotted_key, value)
+        set_dotted(raw, dotted_key, value, source=path)
     refuse_authors_pseudo_mode(raw, path)
     config = validate(raw, SCHEMA, prefix="", source=path)
     check_consistency(config, path)
@@ -60,11 +61,58 @@ class UniqueKeyLoader(yaml.SafeLoader):
 UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, UniqueKeyLoader.construct_mapping)
 
 
+class ExpandsTooFar(Exception):
+    """The document's aliases make it expand, when traversed, beyond ``MAX_EXPANDED_NODES`` (or forever)."""
+
+
+# Far more than any config holds (the largest has a few hundred values), far less than an alias bomb.
+MAX_EXPANDED_NODES = 100_000
+
+
+def expanded_size(node, limit=MAX_EXPANDED_NODES):
+    """The number of nodes of the document once every alias is expanded, as traversing it would.
+
+    Aliases share nodes, so nine lines of ``&a [*b, *b, ...]`` describe a
+    billion values (the "billion laughs"): every deep copy, validation or
+    dump of the loaded data would walk them all. Counted once per distinct
+    node (memoised), so the count itself takes linear time; a node that
+    contains itself expands forever.
+    """
+    sizes, open_nodes = {}, set()
+
+    def size(current):
+        key = id(current)
+        if key in sizes:
+            return sizes[key]
+        if key in open_nodes:
+            raise ExpandsTooFar("it refers to itself")
+        open_nodes.add(key)
+        if isinstance(current, yaml.MappingNode):
+            children = [child for pair in current.value for child in pair]
+        elif isinstance(current, yaml.SequenceNode):
+            children = current.value
+        else:
+            children = []
+        total = 1 + sum(size(child) for child in children)
+        open_nodes.discard(key)
+        if total > limit:
+            raise ExpandsTooFar(f"its aliases expand to more than {limit} values")
+        sizes[key] = total
+        return total
+
+    return size(node)
+
+
 def safe_load_unique_keys(text):
-    """``yaml.safe_load`` that also refuses a key set twice in one mapping."""
+    """``yaml.safe_load`` that also refuses a key set twice in one mapping and an alias bomb
+    (``ExpandsTooFar``); every YAML file the project reads goes through it."""
     loader = UniqueKeyLoader(text)
     try:
-        return loader.get_single_data()
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        expanded_size(node)
+        return loader.construct_document(node)
     finally:
         loader.dispose()
 
@@ -85,10 +133,13 @@ def read_yaml(path):
         raise UserInputError(f"Config file {path} does not exist; pass an existing YAML file with "
                              "--config_path (see config/).")
     try:
-        raw = safe_load_unique_keys(path.read_text())
+        raw = safe_load_unique_keys(read_text(path, "config file"))
     except DuplicateKey as error:
         raise UserInputError(f"Config file {path} sets '{error.key}' twice, at lines {error.first_line} and "
                              f"{error.second_line}; keep one of them.") from None
+    except ExpandsTooFar as error:
+        raise UserInputError(f"Config file {path} is refused: {error}; write the values out instead of "
+                             "nesting aliases (*name).") from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
@@ -121,12 +172,20 @@ def check_override(dotted_key, value, source="the command line"):
     check_value(value, node, dotted_key, source)
 
 
-def set_dotted(raw, dotted_key, value):
-    """Set ``raw[a][b][c] = value`` for ``dotted_key`` 'a.b.c', creating missing sections."""
+def set_dotted(raw, dotted_key, value, source="the config"):
+    """Set ``raw[a][b][c] = value`` for ``dotted_key`` 'a.b.c', creating missing sections.
+
+    A section that ``source`` gave as something else than a mapping (``train_params: 5``) is refused
+    here, before the override could be merged into it.
+    """
     node = raw
     *parents, leaf = dotted_key.split(".")
-    for name in parents:
+    for depth, name in enumerate(parents):
         node = node.setdefault(name, {})
+        if not isinstance(node, dict):
+            section = ".".join(parents[:depth + 1])
+            raise UserInputError(f"Key '{section}' in {source} is {node!r} but must be a section of keys; write "
+                                 f"it as in the files in config/.")
     node[leaf] = value
 
 

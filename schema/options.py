@@ -44,6 +44,8 @@ class Option:
 
 
 REQUIRED = object()
+# NumPy's legacy seeding (np.random.seed, which the authors' code and ours call) takes 0 .. 2**32 - 1.
+SEED_MAXIMUM = 2**32 - 1
 # The first epoch at whose start best weights exist to reload (epoch 1 makes the first best).
 FIRST_DROP_EPOCH = 2
 
@@ -214,7 +216,8 @@ SCHEMA = {
         "max_iters_per_epoch": Option(None, int, "Ours. Stop an epoch after this many steps (smoke runs).",
                                       minimum=1, nullable=True),
         "eval_before_training": _flag(0, "Ours. 1 evaluates once before the first epoch (epoch 0)."),
-        "seed": Option(0, int, "Ours. Seed of sampler, initialisation and augmentation (--seed)."),
+        "seed": Option(0, int, "Ours. Seed of sampler, initialisation and augmentation (--seed).", minimum=0,
+                       maximum=SEED_MAXIMUM),
         "threads": Option(None, int, "Ours. CPU threads of torch (--threads); null: OMP_NUM_THREADS if set, "
                           "else the free cores minus one per data-loader worker, at most 8.",
                           minimum=1, nullable=True),

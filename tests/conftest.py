@@ -9,6 +9,7 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
+from hypothesis import HealthCheck, settings
 
 from engine.hooks import Hook
 
@@ -19,6 +20,25 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     # start), or OpenMP threads spin against each other and a step gets many times slower.
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
+
+# The fuzz tests (tests/test_fuzz_*.py). "ci", the default: a fixed seed, so every run tries the same cases,
+# and about a minute in all; `pytest --hypothesis-profile=long tests/test_fuzz_*.py` draws new cases each run,
+# 20 times as many (docs/reliability.md). Each test sets its count for "ci" with fuzz_examples(n).
+FUZZ_HEALTH = [HealthCheck.too_slow, HealthCheck.function_scoped_fixture, HealthCheck.data_too_large,
+               HealthCheck.filter_too_much]
+settings.register_profile("ci", derandomize=True, deadline=None, suppress_health_check=FUZZ_HEALTH,
+                          print_blob=True, database=None)
+settings.register_profile("long", deadline=None, suppress_health_check=FUZZ_HEALTH, print_blob=True)
+LONG_PROFILE_FACTOR = 20
+if settings.get_current_profile_name() == "default":
+    settings.load_profile("ci")
+
+
+def fuzz_examples(ci_count):
+    """``settings`` of a fuzz test: ``ci_count`` cases in CI, 20 times as many with ``--hypothesis-profile=long``."""
+    factor = LONG_PROFILE_FACTOR if settings.get_current_profile_name() == "long" else 1
+    return settings(max_examples=ci_count * factor)
 
 
 @pytest.fixture(autouse=True)

@@ -131,3 +131,32 @@ def test_a_bad_dataset_path_under_two_processes_is_one_sentence_and_exit_code_2_
     assert result.stderr.count("The dataset folder") == 1, result.stderr[-3000:]
     # torchrun's launcher still prints its own ChildFailedError summary, listing each rank's exit code.
     assert len(re.findall(r"exitcode\s*:\s*2", result.stderr)) == 2
+
+
+@pytest.mark.slow
+def test_a_rank_that_dies_mid_epoch_stops_the_others_within_a_minute_with_one_sentence_and_the_run_resumes(
+        tmp_path):
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import tiny_train_config, write_class_pattern_images
+    root = write_class_pattern_images(tmp_path / "data", 8, 12)
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(tiny_train_config(root, num_epochs=2)))
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                             str(Path(__file__).parent / "dying_rank.py"), "--config_path", str(config),
+                             "--output_dir", str(tmp_path / "runs")], cwd=tmp_path, capture_output=True, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert time.monotonic() - started < 120  # start-up and epoch 1 included; the stop itself takes seconds
+    assert result.returncode != 0
+    assert "unexpected" not in result.stderr, result.stderr[-3000:]
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    last_line = (run_dir / "train.log").read_text().splitlines()[-1]
+    # Rank 0 either met the dead peer in a collective (the sentence) or got torchrun's SIGTERM first.
+    assert "so rank 0 stops too" in last_line or "SIGTERM" in last_line, last_line
+    resumed = run_torchrun(["--resume", str(run_dir)], cwd=tmp_path, nproc=2)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert json.loads((run_dir / "summary.json").read_text())["last_epoch"] == 2

@@ -2,7 +2,7 @@
 
 Each RUN is a run folder of ``train.py``; it is read as data only
 (``metrics.csv``; ``summary.json`` for the best epoch when the run has
-finished; ``config.yaml``, read with ``yaml.safe_load``, for the dataset),
+finished; ``config.yaml``, read as data with its aliases bounded, for the dataset),
 never imported or unpickled. One panel per metric (in percent)
 and one for the total training loss; each run keeps its colour in every
 panel, its best epoch marked with a star.
@@ -11,6 +11,7 @@ import argparse
 import csv
 import json
 import logging
+import math
 import sys
 from pathlib import Path
 
@@ -20,7 +21,10 @@ from utils.errors import UserInputError
 from run_folder.history import is_metric_column
 from run_folder.layout import CONFIG_NAME, METRICS_CSV_NAME, SUMMARY_NAME
 from run_folder.plots import plot_runs
+from schema.loading import DuplicateKey, ExpandsTooFar, safe_load_unique_keys
+from utils.boundary import command
 from utils.console import setup_console_logging
+from utils.text_files import read_text
 
 logger = logging.getLogger("tools.plot")
 
@@ -40,18 +44,46 @@ def read_rows(run_dir):
     if not path.is_file():
         raise UserInputError(f"{run_dir} has no metrics.csv; pass training run folders written by train.py "
                              "(the folders in runs/).")
-    with open(path, newline="") as handle:
-        rows = [{key: _number(value) for key, value in row.items()} for row in csv.DictReader(handle)]
-    if not rows or "epoch" not in rows[0]:
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            rows = [checked_row(row, path, line) for line, row in enumerate(csv.DictReader(handle), start=2)]
+    except (csv.Error, UnicodeDecodeError, OSError) as error:
+        raise UserInputError(f"{path} is not a readable CSV file ({type(error).__name__}); it is damaged, "
+                             "leave that run out.") from None
+    if not rows:
         raise UserInputError(f"{path} holds no epoch rows yet; wait for the run's first epoch to finish.")
     return rows
+
+
+def checked_row(row, path, line):
+    """``{column: finite number or None}`` with a whole ``epoch``, or a sentence naming the line."""
+    def damaged(problem):
+        return UserInputError(f"{path} is damaged at line {line} ({problem}); leave that run out.")
+
+    if None in row:
+        raise damaged("more values than columns")
+    numbers = {key: _number(value) for key, value in row.items()}
+    for key, value in numbers.items():
+        if isinstance(value, str) or (isinstance(value, float) and not math.isfinite(value)):
+            raise damaged(f"{key} is {row[key]!r}, not a finite number")
+    if not isinstance(numbers.get("epoch"), int):
+        raise damaged(f"epoch is {row.get('epoch')!r}, not a whole number")
+    return numbers
 
 
 def best_epoch(run_dir, rows):
     """The best epoch of ``summary.json``, or of the selection R@1 for a run still going."""
     summary = Path(run_dir) / SUMMARY_NAME
     if summary.is_file():
-        return json.loads(summary.read_text()).get("best_epoch")
+        try:
+            recorded = json.loads(read_text(summary, "run summary"))
+        except ValueError:
+            recorded = None
+        best = recorded.get("best_epoch") if isinstance(recorded, dict) else "damaged"
+        if best is not None and (isinstance(best, bool) or not isinstance(best, int)):
+            raise UserInputError(f"{summary} is damaged (no whole best_epoch in a JSON object); leave that run "
+                                 "out.")
+        return best
     columns = [column for column in rows[0] if is_metric_column(column) and column.endswith("_R@1")]
     if not columns:
         return None
@@ -64,11 +96,12 @@ def dataset_of(run_dir):
     """``dataset.dataset_short`` of the run's resolved config, or None."""
     path = Path(run_dir) / CONFIG_NAME
     try:
-        config = yaml.safe_load(path.read_text()) if path.is_file() else None
-    except yaml.YAMLError:
+        config = safe_load_unique_keys(path.read_text(encoding="utf-8")) if path.is_file() else None
+    except (yaml.YAMLError, DuplicateKey, ExpandsTooFar, UnicodeDecodeError, OSError):
         return None
     dataset = config.get("dataset") if isinstance(config, dict) else None
-    return dataset.get("dataset_short") if isinstance(dataset, dict) else None
+    name = dataset.get("dataset_short") if isinstance(dataset, dict) else None
+    return name if isinstance(name, str) else None
 
 
 def _number(value):
@@ -81,23 +114,20 @@ def _number(value):
     return int(number) if number.is_integer() and "." not in value and "e" not in value.lower() else number
 
 
+@command("tools.plot")
 def main(argv=None):
     setup_console_logging()
     args = parse_args(argv)
-    try:
-        runs, datasets = [], []
-        for run in args.runs:
-            rows = read_rows(run)
-            runs.append((Path(run).resolve().name, rows, best_epoch(run, rows)))
-            datasets.append(dataset_of(run))
-        output = Path(args.output)
-        if not output.parent.is_dir():
-            raise UserInputError(f"--output {output}: the folder {output.parent} does not exist; create it first.")
-        named = sorted({dataset for dataset in datasets if dataset})
-        plot_runs(runs, output, title=f"{len(runs)} runs" + (f" on {', '.join(named)}" if named else ""))
-    except UserInputError as error:
-        logger.error("%s", error)
-        return UserInputError.exit_code
+    runs, datasets = [], []
+    for run in args.runs:
+        rows = read_rows(run)
+        runs.append((Path(run).resolve().name, rows, best_epoch(run, rows)))
+        datasets.append(dataset_of(run))
+    output = Path(args.output)
+    if not output.parent.is_dir():
+        raise UserInputError(f"--output {output}: the folder {output.parent} does not exist; create it first.")
+    named = sorted({dataset for dataset in datasets if dataset})
+    plot_runs(runs, output, title=f"{len(runs)} runs" + (f" on {', '.join(named)}" if named else ""))
     logger.info("Wrote %s (%d runs)", output, len(runs))
     return 0
 

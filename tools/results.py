@@ -26,6 +26,7 @@ from pathlib import Path
 from tools.run_folders import FINISHED, read_run, run_folders_below
 from utils.errors import UserInputError
 from utils.io import atomic_write_text
+from utils.boundary import command
 from utils.console import setup_console_logging
 
 logger = logging.getLogger("tools.results")
@@ -147,6 +148,7 @@ def csv_text(columns, rows):
     return buffer.getvalue()
 
 
+@command("tools.results")
 def main(argv=None):
     setup_console_logging()
     args = parse_args(argv)

@@ -1,6 +1,6 @@
 """Run folders read as data: what one run was, how far it got and what it scored.
 
-Only text files are read (``config.yaml`` by ``yaml.safe_load``,
+Only text files are read (``config.yaml`` as data, its aliases bounded,
 ``summary.json``, ``metrics.csv``, the last line of ``train.log``); nothing is
 unpickled and nothing is written. Files a run folder may hold besides
 (weights, plots, ``environment.json``, ...) are ignored.
@@ -16,6 +16,7 @@ import yaml
 
 from run_folder.history import is_metric_column
 from run_folder.layout import CONFIG_NAME, LOG_NAME, METRICS_CSV_NAME, SUMMARY_NAME, TEST_METRICS_NAME
+from schema.loading import DuplicateKey, ExpandsTooFar, safe_load_unique_keys
 
 RUN_FILES = (CONFIG_NAME, LOG_NAME, METRICS_CSV_NAME, SUMMARY_NAME)
 FINISHED, IN_PROGRESS, STOPPED, BROKEN = "finished", "in progress", "stopped", "broken"
@@ -164,8 +165,8 @@ def _read_config(path):
     if not path.is_file():
         raise RunUnreadable("no config.yaml")
     try:
-        config = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError, OSError) as error:
+        config = safe_load_unique_keys(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, DuplicateKey, ExpandsTooFar, UnicodeDecodeError, OSError) as error:
         raise RunUnreadable(f"config.yaml unreadable ({type(error).__name__})") from None
     if not isinstance(config, dict):
         raise RunUnreadable("config.yaml is not a mapping")

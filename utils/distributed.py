@@ -22,6 +22,17 @@ from utils.errors import UserInputError
 logger = logging.getLogger(__name__)
 
 
+# How gloo and NCCL report that another process of the group went away (its rank died or was killed).
+LOST_PEER_SIGNS = ("Connection reset by peer", "Connection closed by peer", "Broken pipe", "NCCL communicator was aborted",
+                   "remote process exited", "Socket Timeout")
+
+
+def lost_a_peer(error):
+    """Whether ``error``, raised by a collective, says that another process of the group is gone."""
+    return isinstance(error, getattr(dist, "DistBackendError", ())) or any(
+        sign in str(error) for sign in LOST_PEER_SIGNS)
+
+
 def unwrap(model):
     """The module inside a DistributedDataParallel wrapper, or the model itself."""
     return getattr(model, "module", model)

@@ -4,7 +4,10 @@ A ``.pth`` file is a pickle, and unpickling can call any function the file
 names: a crafted checkpoint would run code the moment it is loaded. Every
 checkpoint and weights file of this project is therefore read here, with
 ``torch.load(weights_only=True)``: tensors, numbers, strings, lists, tuples
-and dicts come back, anything else is refused before it is built. A test
+and dicts come back, anything else is refused before it is built; a
+floating tensor holding NaN or inf anywhere in the file is refused too,
+naming where (a diverged run's weights would evaluate to errors or noise
+far from the load). A test
 (tests/test_safe_loading.py) fails if another module calls ``torch.load``
 or ``torch.jit.load``, or imports ``pickle``. The one ``torch.jit.load``
 here opens only a TorchScript file this process has just exported, to run
@@ -53,7 +56,7 @@ def load_torch_file(path, given_by, allowed_globals=()):
     """
     try:
         with torch.serialization.safe_globals(list(allowed_globals)):
-            return torch.load(path, map_location="cpu", weights_only=True)
+            loaded = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         refused = refused_name(str(error))
         if refused is None:  # a damaged pickle, not a refused object
@@ -64,6 +67,31 @@ def load_torch_file(path, given_by, allowed_globals=()):
             "torch.save(model.state_dict()) from a source you trust.", refused) from None
     except Exception as error:  # torch raises many types for a damaged or foreign file
         raise UnreadableFileError(type(error).__name__) from None
+    where = first_non_finite(loaded)
+    if where is not None:
+        raise UserInputError(
+            f"The file {path} given by {given_by} holds NaN or infinite values in {where}, so it was not "
+            "loaded; such weights come from a diverged training, give the file of an earlier, finite epoch.")
+    return loaded
+
+
+def first_non_finite(value, where="the file"):
+    """Where in ``value`` (dicts, lists and tuples of tensors) a floating tensor holds NaN or inf, or ``None``."""
+    if isinstance(value, torch.Tensor):
+        if (value.is_floating_point() or value.is_complex()) and not bool(torch.isfinite(value).all()):
+            return where
+        return None
+    if isinstance(value, dict):
+        items = value.items()
+    elif isinstance(value, (list, tuple)):
+        items = enumerate(value)
+    else:
+        return None
+    for key, item in items:
+        found = first_non_finite(item, f"'{key}'" if where == "the file" else f"{where[:-1]}.{key}'")
+        if found is not None:
+            return found
+    return None
 
 
 def load_own_torchscript(data):

@@ -1,0 +1,170 @@
+"""Issue 28, the fuzzer: hostile flags for every command, each command's ``main(argv)`` run in-process.
+
+Flags are drawn from each command's own list with hostile values (numbers
+out of range, NaN, text with dashes, spaces and Unicode, paths to nothing,
+to folders, to the user's files); asserted as for the files: exit 0 or 2,
+no traceback, no file of the user's changed. The benchmarks stop where
+their measurement would start (``ReachedWork``): only their flags are tested.
+"""
+import importlib
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+import yaml
+from hypothesis import given
+from hypothesis import strategies as st
+
+import embed
+import retrieve
+import train
+from dataset import prepare
+from tests.conftest import fuzz_examples, tiny_train_config
+from tests.fuzzing import check_outcome, hostile_numbers, hostile_text
+from tests.test_fuzz_files import BOUNDED_RUN, finished_run, gallery_npz, small_images  # noqa: F401 - fixtures
+from tools import plot, results
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def user_files(tmp_path_factory, pattern_tree):
+    """A config, a text file, a folder and a name that does not exist: paths a flag may be given."""
+    root = tmp_path_factory.mktemp("fuzz_flags")
+    config = root / "config.yaml"
+    config.write_text(yaml.safe_dump(tiny_train_config(pattern_tree)))
+    (root / "notes.txt").write_text("mine\n")
+    (root / "folder").mkdir()
+    return root
+
+
+def paths(user_files, *more):
+    return st.sampled_from([str(user_files / "config.yaml"), str(user_files / "notes.txt"),
+                            str(user_files / "folder"), str(user_files / "missing"), "/dev/null", "-", "",
+                            *map(str, more)])
+
+
+def values(user_files, *more):
+    return st.one_of(paths(user_files, *more), hostile_text(), hostile_numbers().map(str))
+
+
+def argv_of(flags, value_strategy):
+    """A list of ``--flag value`` pairs (or bare flags) drawn from ``flags``."""
+    pair = st.sampled_from(flags).flatmap(lambda flag: st.tuples(st.just(flag), value_strategy))
+    return st.lists(pair, max_size=4).map(lambda pairs: [part for pair in pairs for part in pair if part is not None])
+
+
+def scratch():
+    return Path(tempfile.mkdtemp(prefix="fuzz_flags_"))
+
+
+TRAIN_FLAGS = ["--config_path", "--mode", "--set", "--dataset_path", "--bb_path", "--gnn_path", "--net_type",
+               "--is_apex", "--resume", "--seed", "--threads", "--device", "--help"]
+
+
+@fuzz_examples(15)
+@given(data=st.data())
+def test_fuzz_train_flags(user_files, pattern_tree, data):
+    folder = scratch()
+    drawn = data.draw(argv_of(TRAIN_FLAGS, values(user_files, pattern_tree)))
+    argv = ["--config_path", str(user_files / "config.yaml"), "--output_dir", str(folder / "runs"), *drawn,
+            *BOUNDED_RUN]
+    try:
+        check_outcome(train.main, argv, watched=[user_files, pattern_tree])
+    finally:
+        shutil.rmtree(folder)
+
+
+MODEL_FLAGS = ["--run", "--weights", "--config_path", "--device"]
+
+
+@fuzz_examples(5)
+@given(data=st.data())
+def test_fuzz_embed_flags(user_files, finished_run, small_images, data):
+    folder = scratch()
+    drawn = data.draw(argv_of([*MODEL_FLAGS, "--images", "--output", "--help"],
+                              values(user_files, finished_run, small_images, folder / "new.npz")))
+    try:
+        check_outcome(embed.main, ["--run", str(finished_run), "--images", str(small_images),
+                                   "--output", str(folder / "out.npz"), *drawn],
+                      watched=[user_files, finished_run, small_images])
+    finally:
+        shutil.rmtree(folder)
+
+
+@fuzz_examples(25)
+@given(data=st.data())
+def test_fuzz_retrieve_flags(user_files, gallery_npz, small_images, data):
+    folder = scratch()
+    drawn = data.draw(argv_of([*MODEL_FLAGS, "--gallery", "--queries", "--top_k", "--rows", "--output", "--faiss"],
+                              values(user_files, gallery_npz, small_images, folder / "new")))
+    try:
+        check_outcome(retrieve.main, ["--gallery", str(gallery_npz), "--queries", str(gallery_npz), "--top_k", "1",
+                                      "--output", str(folder / "out"), *drawn],
+                      watched=[user_files, gallery_npz, small_images])
+    finally:
+        shutil.rmtree(folder)
+
+
+@fuzz_examples(5)
+@given(data=st.data())
+def test_fuzz_prepare_results_and_plot_arguments(user_files, finished_run, data):
+    folder = scratch()
+    # Not the whole file system: tools.results would (rightly) search all of "/" for run folders.
+    pool = values(user_files, finished_run, finished_run.parent, folder / "new").filter(
+        lambda value: value.strip() not in ("/", "../..", "~", "$HOME") and not value.startswith(("/", "..")) or
+        value.startswith(str(user_files.parent)))
+    dataset = data.draw(st.one_of(st.sampled_from(["sop", "inshop", "cars"]), hostile_text()))
+    arguments = data.draw(st.lists(pool, max_size=3))
+    try:
+        watched = [user_files, finished_run]
+        check_outcome(prepare.main, [dataset, *arguments], watched=watched)
+        check_outcome(results.main, [*arguments, *data.draw(argv_of(["--csv", "--group"], pool))], watched=watched)
+        check_outcome(plot.main, [*arguments, *data.draw(argv_of(["--output"], pool))], watched=watched)
+    finally:
+        shutil.rmtree(folder)
+
+
+class ReachedWork(BaseException):
+    """The benchmark accepted its flags and would start measuring now (not an ``Exception``: the boundary
+    lets it through)."""
+
+
+def stop_at(*names):
+    def stop(*args, **kwargs):
+        raise ReachedWork
+    return [(name, stop) for name in names]
+
+
+BENCHMARKS = {
+    "benchmarks.evaluation": (["--sizes", "--block-size", "--repeats", "--threads", "--no-nmi", "--device"],
+                              stop_at("alternate", "run_in_child")),
+    "benchmarks.loader": (["--classes", "--images-per-class", "--epochs", "--workers", "--main-threads"],
+                          stop_at("write_jpegs")),
+    "benchmarks.mpn": (["--device", "--repeats", "--seed", "--threads"], stop_at("build_mpn")),
+    "benchmarks.pseudo_test": (["--sizes", "--threads", "--repeats", "--device"], stop_at("median_of_repeats")),
+    "benchmarks.train_step": (["--config", "--device", "--steps", "--warmup", "--batch", "--mpn_share"],
+                              stop_at("random_batch", "mpn_share")),
+    "benchmarks.ablation": (["--config_path", "--seeds", "--arms", "--output", "--jobs", "--set"],
+                            stop_at("run_ablation")),
+}
+
+
+@fuzz_examples(15)
+@pytest.mark.parametrize("name", sorted(BENCHMARKS))
+@given(data=st.data())
+def test_fuzz_benchmark_flags(user_files, monkeypatch, name, data):
+    module = importlib.import_module(name)
+    flags, patches = BENCHMARKS[name]
+    for attribute, replacement in patches:
+        monkeypatch.setattr(module, attribute, replacement)
+    folder = scratch()
+    drawn = data.draw(argv_of([*flags, "--help"], values(user_files, folder / "new")))
+    try:
+        try:
+            check_outcome(module.main, drawn, watched=[user_files])
+        except ReachedWork:
+            pass
+    finally:
+        shutil.rmtree(folder)

@@ -1,0 +1,81 @@
+"""Issue 28: each fault the fuzzer (tests/test_fuzz_*.py) found, as a plain test of its smallest case."""
+import logging
+
+import pytest
+import torch
+import yaml
+
+import train
+from dataset import prepare
+from utils.safe_load import load_torch_file
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, pattern_tree):
+    from tests.conftest import tiny_train_config
+    root = tmp_path_factory.mktemp("regression_run")
+    config = root / "config.yaml"
+    config.write_text(yaml.safe_dump(tiny_train_config(pattern_tree, num_epochs=1, max_iters_per_epoch=1)))
+    assert train.main(["--config_path", str(config), "--output_dir", str(root / "runs")]) == 0
+    (folder,) = (root / "runs").iterdir()
+    return folder
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("key, value", [("backbone", torch.zeros(0)), ("optimizer", "x"), ("epoch", [1]),
+                                        ("partial_sums", {"Total": torch.ones(3)}), ("rng", {}),
+                                        ("best", {"score": 1.0})])
+def test_a_checkpoint_with_an_entry_of_the_wrong_content_is_refused_naming_it(finished_run, tmp_path, caplog, key,
+                                                                              value):
+    """Found as TypeError, AttributeError and ValueError from deep in the trainer's restore."""
+    import shutil
+    run = tmp_path / finished_run.name
+    shutil.copytree(finished_run, run)
+    state = load_torch_file(run / "last.pth", "the test")
+    state[key] = value
+    torch.save(state, run / "last.pth")
+    with caplog.at_level(logging.ERROR):
+        assert train.main(["--resume", str(run)]) == 2
+    assert f"holds a damaged training state ('{key}'" in caplog.text
+
+
+@pytest.mark.parametrize("content", [b"", b"MATL", b"\x00" * 200])
+def test_a_cars_annotation_file_truncated_or_empty_is_one_sentence(tmp_path, caplog, content):
+    """Found as scipy's MatReadError and IndexError."""
+    (tmp_path / "download").mkdir()
+    (tmp_path / "download" / "cars_annos.mat").write_bytes(content)
+    with caplog.at_level(logging.ERROR):
+        assert prepare.main(["cars", str(tmp_path / "download"), str(tmp_path / "out")]) == 2
+    assert "cars_annos.mat is malformed" in caplog.text
+
+
+def test_a_section_given_as_a_number_with_an_override_into_it_is_one_sentence(tmp_path, caplog):
+    """Found as TypeError ('int' object does not support item assignment) while merging --set."""
+    config = tmp_path / "config.yaml"
+    config.write_text("mode: train\ntrain_params: 5\n")
+    with caplog.at_level(logging.ERROR):
+        assert train.main(["--config_path", str(config), "--set", "train_params.lr=0.1",
+                           "--output_dir", str(tmp_path / "runs")]) == 2
+    assert "Key 'train_params'" in caplog.text and "must be a section" in caplog.text
+
+
+@pytest.mark.parametrize("module, argv", [
+    ("retrieve", ["--gallery", "g.npz", "--queries", "q.npz", "--top_k", "1", "--output", "\x00"]),
+    ("embed", ["--run", "r\x00", "--images", "i", "--output", "o.npz"]),
+    ("tools.results", ["runs\x00"])])
+def test_a_nul_byte_in_any_argument_is_one_sentence(module, argv, caplog):
+    """Found (long profile) as ValueError: embedded null byte, from retrieve.py --output."""
+    import importlib
+    with caplog.at_level(logging.ERROR):
+        assert importlib.import_module(module).main(argv) == 2
+    assert "holds a NUL byte" in caplog.text
+
+
+def test_ablation_output_that_is_a_file_is_one_sentence(tmp_path, caplog):
+    """Found (long profile) as NotADirectoryError from benchmarks.ablation --output."""
+    from benchmarks import ablation
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("keep me\n")
+    with caplog.at_level(logging.ERROR):
+        assert ablation.main(["--output", str(mine), "--seeds", "1"]) == 2
+    assert "is a file, not a folder" in caplog.text and mine.read_text() == "keep me\n"
