@@ -8,6 +8,8 @@ behaviour. ``docs/configuration.md`` is generated from ``SCHEMA``
 from dataclasses import dataclass
 from typing import Any
 
+from utils.flags import MAX_THREADS
+
 BACKBONES = (
     "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
     "densenet121", "densenet161", "densenet169", "densenet201", "bn_inception",
@@ -220,7 +222,7 @@ SCHEMA = {
                        maximum=SEED_MAXIMUM),
         "threads": Option(None, int, "Ours. CPU threads of torch (--threads); null: OMP_NUM_THREADS if set, "
                           "else the free cores minus one per data-loader worker, at most 8.",
-                          minimum=1, nullable=True),
+                          minimum=1, maximum=MAX_THREADS, nullable=True),
         "graph_scope": Option("local", str, "Ours, multi-GPU: 'local' builds the graph per GPU batch (the "
                               "paper's), 'global' over the batches of all GPUs.", choices=("local", "global")),
         "sync_bn": _flag(0, "Ours, multi-GPU: 1 converts BatchNorm to SyncBatchNorm."),

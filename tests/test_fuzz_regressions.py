@@ -79,3 +79,11 @@ def test_ablation_output_that_is_a_file_is_one_sentence(tmp_path, caplog):
     with caplog.at_level(logging.ERROR):
         assert ablation.main(["--output", str(mine), "--seeds", "1"]) == 2
     assert "is a file, not a folder" in caplog.text and mine.read_text() == "keep me\n"
+
+
+def test_a_thread_count_beyond_any_machine_is_refused_where_it_enters(tmp_path, write_tiny_config, caplog):
+    """Found (long profile) as ValueError (Overflow when unpacking long) from torch.set_num_threads."""
+    with caplog.at_level(logging.ERROR):
+        assert train.main(["--config_path", str(write_tiny_config()), "--threads", "2147483648",
+                           "--output_dir", str(tmp_path / "runs")]) == 2
+    assert "train_params.threads" in caplog.text and "at most 1024" in caplog.text
