@@ -15,6 +15,7 @@ import io
 import json
 import logging
 import math
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -133,14 +134,29 @@ def snapshot(*roots):
     return files
 
 
+REPOSITORY = Path(__file__).resolve().parents[1]
+# Made by other tests and tools while a fuzz case runs beside them, never by the command under test.
+SHARED_ENTRIES = {"data", "runs", ".hypothesis", ".pytest_cache", "__pycache__"}
+
+
+def repository_entries():
+    """The names at the top of the repository, less those other tests may create meanwhile."""
+    return {path.name for path in REPOSITORY.iterdir()} - SHARED_ENTRIES
+
+
 def run_command(main, argv):
-    """``(exit code, output)`` of ``main(argv)`` run in-process; output is stdout, stderr and the log."""
+    """``(exit code, output)`` of ``main(argv)`` run in-process; output is stdout, stderr and the log.
+
+    It runs in a fresh temporary working folder: a drawn relative path (``--output 0``) lands
+    there, never in the repository the tests run from.
+    """
     captured = io.StringIO()
     handler = logging.StreamHandler(captured)
     root = logging.getLogger()
     root.addHandler(handler)
     try:
-        with contextlib.redirect_stdout(captured), contextlib.redirect_stderr(captured):
+        with tempfile.TemporaryDirectory(prefix="fuzz_cwd_") as working_folder, contextlib.chdir(working_folder), \
+                contextlib.redirect_stdout(captured), contextlib.redirect_stderr(captured):
             try:
                 code = main(argv)
             except SystemExit as exited:  # argparse: 0 for --help, 2 for a bad flag
@@ -153,11 +169,12 @@ def run_command(main, argv):
 def check_outcome(main, argv, watched=()):
     """Run the command; assert exit 0 or 2, no traceback, the ``watched`` files unchanged; the outcome."""
     CODE_RAN_MARKER.unlink(missing_ok=True)
-    before = snapshot(*watched)
+    before, repository_before = snapshot(*watched), repository_entries()
     code, output = run_command(main, argv)
     assert code in ALLOWED_EXIT_CODES, (code, argv, output[-3000:])
     assert TRACEBACK not in output, (argv, output[-3000:])
     assert snapshot(*watched) == before, argv
+    assert repository_entries() <= repository_before, ("the command wrote into the repository", argv)
     assert not CODE_RAN_MARKER.exists(), "a file ran code when it was read"
     return code, output
 
