@@ -234,11 +234,11 @@ def main(argv=None):
         if not is_main:
             logging.getLogger().setLevel(logging.WARNING)
         config, resume = load_run_config(args)
+        if is_main and resume is not None:
+            run_lock.hold(resume.run_dir)  # before building: a run another process writes is refused at once
         if resume is not None and resume.finished:
             logger.info("%s", resume.finished_message())
             return 0
-        if is_main and resume is not None:
-            run_lock.hold(resume.run_dir)  # before building: a run another process writes is refused at once
         threads = choose_cpu_threads(config)
         device, device_requested = distributed.device_and_request() if distributed else resolve_device(args.device)
         config, precision_note = resolve_is_apex(config, device)

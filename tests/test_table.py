@@ -416,7 +416,7 @@ def test_train_test_pseudo_test_embed_and_results_on_a_tiny_table(pattern_tree, 
         assert set(metrics.get("backbone", metrics)) >= {"R@1", "R@8", "NMI", "MAP@R"}
     output = tmp_path / "embedded.npz"
     assert embed.main(["--run", str(run), "--images", str(pattern_tree / "images"), "--output", str(output)]) == 0
-    assert np.load(output)["embeddings"].shape == (96, 512)
+    assert np.load(output, allow_pickle=False)["embeddings"].shape == (96, 512)
     import retrieve
     assert retrieve.main(["--run", str(run), "--gallery", str(output), "--queries",
                           str(pattern_tree / "images" / "class_05" / "img_000.png"), "--top_k", "3",
