@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from utils.errors import UserInputError
-from utils.boundary import command
+from utils.boundary import check_new_outputs, command
 from utils.console import setup_console_logging
 
 logger = logging.getLogger("embed")
@@ -41,11 +41,7 @@ def check_output(path):
     path = Path(path)
     if path.suffix != ".npz":
         raise UserInputError(f"--output {path} must end in .npz; give e.g. --output embeddings.npz.")
-    if path.exists():
-        raise UserInputError(f"--output {path} already exists; give a new file name or remove it.")
-    if not path.parent.is_dir():
-        raise UserInputError(f"--output {path}: the folder {path.parent} does not exist; create it first.")
-    return path
+    return check_new_outputs(path, (path,))
 
 
 @command("embed.py")

@@ -14,6 +14,7 @@ import logging
 import sys
 
 from embed import add_model_arguments
+from utils.boundary import command
 from utils.console import setup_console_logging
 from utils.errors import UserInputError
 
@@ -38,6 +39,7 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
+@command("export.py")
 def main(argv=None):
     setup_console_logging()
     args = parse_args(argv)
@@ -48,22 +50,18 @@ def main(argv=None):
 
     from inference.run_model import load_run_model, weights_source
 
-    try:
-        if args.check_images < 0:
-            raise UserInputError(f"--check_images {args.check_images} must be 0 (all) or more.")
-        check_format_packages(args.format)
-        output = check_export_output(args.output)
-        source = weights_source(args.run, args.weights, args.config_path)
-        model = load_run_model(source, torch.device("cpu"))
-        runtime, spec = export_model(model, source, args.format, output)
-        logger.info("Wrote %s (%s, %d-d %s embeddings, %s distance) and %s", output, args.format,
-                    spec["embedding_size"], spec["embedding_output"], spec["distance"], spec_path(output))
-        if not args.check:
-            return 0
-        difference, compared = largest_difference(model, runtime, args.check_images)
-    except UserInputError as error:
-        logger.error("%s", error)
-        return UserInputError.exit_code
+    if args.check_images < 0:
+        raise UserInputError(f"--check_images {args.check_images} must be 0 (all) or more.")
+    check_format_packages(args.format)
+    output = check_export_output(args.output)
+    source = weights_source(args.run, args.weights, args.config_path)
+    model = load_run_model(source, torch.device("cpu"))
+    runtime, spec = export_model(model, source, args.format, output)
+    logger.info("Wrote %s (%s, %d-d %s embeddings, %s distance) and %s", output, args.format,
+                spec["embedding_size"], spec["embedding_output"], spec["distance"], spec_path(output))
+    if not args.check:
+        return 0
+    difference, compared = largest_difference(model, runtime, args.check_images)
     logger.info("Largest difference from PyTorch over %d test images: %.3g", compared, difference)
     if difference > args.tolerance:
         logger.error("The exported file differs from PyTorch by %.3g, more than --tolerance %g.",

@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+from utils.boundary import check_new_outputs, command
 from utils.console import setup_console_logging
 from utils.errors import UserInputError
 
@@ -39,12 +40,7 @@ def check_output(path):
     path = Path(path)
     if path.suffix != ".index":
         raise UserInputError(f"--output {path} must end in .index; give e.g. --output gallery.index.")
-    for target in (path, sidecar_path(path)):
-        if target.exists():
-            raise UserInputError(f"--output {path}: {target} already exists; give a new file name or remove it.")
-    if not path.parent.is_dir():
-        raise UserInputError(f"--output {path}: the folder {path.parent} does not exist; create it first.")
-    return path
+    return check_new_outputs(path, (path, sidecar_path(path)))
 
 
 def set_threads(threads):
@@ -56,6 +52,7 @@ def set_threads(threads):
     faiss_module("index.py", "use retrieve.py's exact search of the .npz file").omp_set_num_threads(threads)
 
 
+@command("index.py")
 def main(argv=None):
     setup_console_logging()
     args = parse_args(argv)
@@ -63,19 +60,15 @@ def main(argv=None):
     from inference.embedding_file import load_embeddings
     from inference.gallery_index import build_index, index_parameters, save_gallery_index
 
-    try:
-        output = check_output(args.output)
-        set_threads(args.threads)
-        gallery = load_embeddings(args.gallery, "--gallery")
-        parameters = index_parameters(args.kind, len(gallery.paths), nlist=args.nlist, nprobe=args.nprobe,
-                                      hnsw_m=args.hnsw_m, ef_construction=args.ef_construction,
-                                      ef_search=args.ef_search)
-        started = time.perf_counter()
-        index = build_index(gallery.embeddings, gallery.distance, parameters)
-        save_gallery_index(index, gallery, parameters, output)
-    except UserInputError as error:
-        logger.error("%s", error)
-        return UserInputError.exit_code
+    output = check_output(args.output)
+    set_threads(args.threads)
+    gallery = load_embeddings(args.gallery, "--gallery")
+    parameters = index_parameters(args.kind, len(gallery.paths), nlist=args.nlist, nprobe=args.nprobe,
+                                  hnsw_m=args.hnsw_m, ef_construction=args.ef_construction,
+                                  ef_search=args.ef_search)
+    started = time.perf_counter()
+    index = build_index(gallery.embeddings, gallery.distance, parameters)
+    save_gallery_index(index, gallery, parameters, output)
     settings = ", ".join(f"{name} {value}" for name, value in vars(parameters).items()
                          if value is not None and name != "kind")
     logger.info("Wrote the %s index of %d %d-d embeddings (%s distance%s) in %.1f s to %s and %s", args.kind,

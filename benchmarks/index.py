@@ -27,6 +27,7 @@ import numpy as np
 
 from evaluation.faiss_neighbours import faiss_module
 from inference.gallery_index import build_index, index_parameters
+from utils.boundary import command
 from utils.console import setup_console_logging
 
 logger = logging.getLogger("benchmarks.index")
@@ -152,6 +153,7 @@ def recall_at_k(found, exact):
     return float(np.mean([len(set(row) & set(truth)) / TOP_K for row, truth in zip(found, exact)]))
 
 
+@command("benchmarks.index")
 def main(argv=None):
     setup_console_logging()
     args = parse_args(argv)

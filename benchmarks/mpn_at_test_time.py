@@ -24,6 +24,8 @@ import PIL.Image
 import torch
 import yaml
 
+from utils.boundary import command
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 GRAPH_SIZES = (2, 4, 7, 15)
 K1S = (5, 10, 30)
@@ -124,6 +126,7 @@ def table(rows):
     return "\n".join(lines)
 
 
+@command("benchmarks.mpn_at_test_time")
 def main(argv=None):
     logging.basicConfig(level=logging.WARNING)
     args = parse_args(argv)

@@ -23,6 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dataset.table import read_table, _read_table_once  # noqa: E402
+from utils.boundary import command  # noqa: E402
 
 TRAIN_SHARE = 0.8
 QUERY_EVERY = 5  # every fifth test image is a query, the others gallery
@@ -61,11 +62,12 @@ def timed_read(root, table):
     return (time.perf_counter() - wall, time.process_time() - cpu), splits
 
 
-def main():
+@command("benchmarks.table_reader")
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--labels", type=int, default=1_000)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder) / "images"

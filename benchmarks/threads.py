@@ -22,6 +22,8 @@ import sys
 import time
 from pathlib import Path
 
+from utils.boundary import command
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -76,6 +78,7 @@ def table(recalls):
     return "\n".join(lines)
 
 
+@command("benchmarks.threads")
 def main(argv=None):
     args = parse_args(argv)
     output = Path(args.output) if args.output else Path("runs") / f"threads_{time.strftime('%Y%m%d-%H%M%S')}"

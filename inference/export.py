@@ -24,6 +24,7 @@ from torch import nn
 from dataset.loaders import build_eval_loader
 from utils.errors import UserInputError
 from utils.safe_load import load_own_torchscript
+from utils.boundary import check_new_outputs
 from utils.io import atomic_write, atomic_write_text, write_together
 
 logger = logging.getLogger(__name__)
@@ -63,12 +64,7 @@ def check_export_output(output):
     if output.suffix == ".json":
         raise UserInputError(f"--output {output} ends in .json, the name of the JSON written beside the model; "
                              "give e.g. --output model.onnx.")
-    for path in (output, spec_path(output)):
-        if path.exists():
-            raise UserInputError(f"--output {output}: {path} already exists; give a new file name or remove it.")
-    if not output.parent.is_dir():
-        raise UserInputError(f"--output {output}: the folder {output.parent} does not exist; create it first.")
-    return output
+    return check_new_outputs(output, (output, spec_path(output)))
 
 
 def check_format_packages(export_format):

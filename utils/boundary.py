@@ -117,3 +117,17 @@ def write_traceback(name, error, run_log=None):
                                      delete=False) as file:
         file.write(heading + text)
     return Path(file.name)
+
+
+def check_new_outputs(output, paths):
+    """``--output`` names new files (``paths``: the output and what is written beside it) in an existing folder.
+
+    Nothing a user made is overwritten: a file already there is refused before any work starts.
+    """
+    for path in paths:
+        if path.exists():
+            where = "" if path == output else f": {path}"
+            raise UserInputError(f"--output {output}{where} already exists; give a new file name or remove it.")
+    if not output.parent.is_dir():
+        raise UserInputError(f"--output {output}: the folder {output.parent} does not exist; create it first.")
+    return output
