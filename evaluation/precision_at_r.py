@@ -35,7 +35,8 @@ import math
 
 import torch
 
-from evaluation.ranking import EXACT_CHUNK_ELEMENTS, INF, _BlockMemory, _SortedLabels, sorted_self_columns
+from evaluation.ranking import (EXACT_CHUNK_ELEMENTS, INF, _BlockMemory, _SortedLabels, sorted_by_label,
+                                sorted_self_columns)
 from evaluation.recall import DEFAULT_BLOCK_SIZE
 from evaluation.scores import NegativeCosine, SquaredEuclidean, exact_scores, ieee_float32_matmul
 from schema.options import EXTRA_METRIC_COLUMNS
@@ -92,14 +93,8 @@ def _means(per_query):
 def _per_query(score_kind, items, item_labels, block_size, queries=None, query_labels=None, query_self=None):
     """Per query (in sorted-label order): AP@R, R-precision, hit at 1, R >= 1."""
     device = items.device
-    item_labels, item_order = torch.sort(item_labels.to(device), stable=True)
-    items = items.float()[item_order]
-    queries_are_items = queries is None
-    if queries_are_items:
-        queries, query_labels, query_order = items, item_labels, item_order
-    else:
-        query_labels, query_order = torch.sort(query_labels.to(device), stable=True)
-        queries = queries.to(device).float()[query_order]
+    (items, item_labels, item_order), (queries, query_labels, query_order), queries_are_items = \
+        sorted_by_label(items, item_labels, queries, query_labels)
     with ieee_float32_matmul(), torch.no_grad():
         scores = score_kind(queries, items)
         labels = _SortedLabels(query_labels, item_labels,

@@ -37,6 +37,22 @@ UINT8_MAX, UINT16_MAX = 255, 65_535
 CACHED_BLOCK_ELEMENTS = 1 << 18
 
 
+def sorted_by_label(items, item_labels, queries=None, query_labels=None):
+    """Items and queries in stable label order (float32, on the items' device), with the orders that undo it.
+
+    ``((items, labels, order), (queries, labels, order), queries_are_items)``; without
+    ``queries`` every item is a query and the two are the same tensors.
+    """
+    device = items.device
+    item_labels, item_order = torch.sort(item_labels.to(device), stable=True)
+    items = items.float()[item_order]
+    if queries is None:
+        return (items, item_labels, item_order), (items, item_labels, item_order), True
+    query_labels, query_order = torch.sort(query_labels.to(device), stable=True)
+    queries = queries.to(device).float()[query_order]
+    return (items, item_labels, item_order), (queries, query_labels, query_order), False
+
+
 def same_label_hits(score_kind, items, item_labels, ks, block_size, queries=None,
                     query_labels=None, query_self=None):
     """``(num_queries, len(ks))`` bool: is query i a hit at ``ks[j]``?
@@ -49,14 +65,8 @@ def same_label_hits(score_kind, items, item_labels, ks, block_size, queries=None
     the query's own image (or -1), excluded the same way.
     """
     device = items.device
-    item_labels, item_order = torch.sort(item_labels.to(device), stable=True)
-    items = items.float()[item_order]
-    queries_are_items = queries is None
-    if queries_are_items:
-        queries, query_labels, query_order = items, item_labels, item_order
-    else:
-        query_labels, query_order = torch.sort(query_labels.to(device), stable=True)
-        queries = queries.to(device).float()[query_order]
+    (items, item_labels, item_order), (queries, query_labels, query_order), queries_are_items = \
+        sorted_by_label(items, item_labels, queries, query_labels)
     ks = torch.as_tensor(list(ks), device=device)
 
     with ieee_float32_matmul(), torch.no_grad():

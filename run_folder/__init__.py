@@ -1,1 +1,5 @@
-"""The files of a run folder: their names, the checkpoint, metrics.csv, the resume record, provenance, plots and TensorBoard."""
+"""The files of a run folder.
+
+Their names, the checkpoint, metrics.csv, the resume record, provenance,
+plots and TensorBoard.
+"""

@@ -1,1 +1,5 @@
-"""Generic infrastructure any project could use: errors, I/O, safe loading, signals, threads, devices, processes, precision."""
+"""Generic infrastructure any project could use.
+
+Errors, atomic I/O, safe loading, the command boundary, signals, threads,
+devices, processes and precision.
+"""
