@@ -15,6 +15,7 @@ import sys
 
 from embed import add_model_arguments
 from utils.boundary import command
+from utils.flags import MAX_ITEMS, at_least
 from utils.console import setup_console_logging
 from utils.errors import UserInputError
 
@@ -32,7 +33,7 @@ def parse_args(argv=None):
                         help="The model file to write, e.g. model.onnx; its .json is written beside it.")
     parser.add_argument("--check", action="store_true",
                         help="Compare the exported file with PyTorch on the run's test images.")
-    parser.add_argument("--check_images", type=int, default=DEFAULT_CHECK_IMAGES,
+    parser.add_argument("--check_images", type=at_least(0, MAX_ITEMS), default=DEFAULT_CHECK_IMAGES,
                         help=f"Test images --check embeds, evenly spread (default {DEFAULT_CHECK_IMAGES}; 0: all).")
     parser.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
                         help=f"Largest difference --check accepts (default {DEFAULT_TOLERANCE:g}).")

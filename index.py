@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from utils.boundary import check_new_outputs, command
+from utils.flags import MAX_DIMENSION, MAX_ITEMS, MAX_THREADS, at_least
 from utils.console import setup_console_logging
 from utils.errors import UserInputError
 
@@ -25,12 +26,12 @@ def parse_args(argv=None):
     parser.add_argument("--kind", required=True, choices=("flat", "ivf", "hnsw"),
                         help="flat: exact; ivf: inverted lists; hnsw: a neighbour graph.")
     parser.add_argument("--output", required=True, help="The .index file to write (its .index.npz beside it).")
-    parser.add_argument("--nlist", type=int, help="ivf: number of lists (default: 4 sqrt of the gallery size).")
-    parser.add_argument("--nprobe", type=int, help="ivf: lists a query scans (default: 1/512 of them, at least 8).")
-    parser.add_argument("--hnsw_m", type=int, help="hnsw: links per item (default 32).")
-    parser.add_argument("--ef_construction", type=int, help="hnsw: beam width while building (default 80).")
-    parser.add_argument("--ef_search", type=int, help="hnsw: beam width while searching (default 128).")
-    parser.add_argument("--threads", type=int, help="faiss threads (default: OMP_NUM_THREADS, else all cores).")
+    parser.add_argument("--nlist", type=at_least(1, MAX_ITEMS), help="ivf: number of lists (default: 4 sqrt of the gallery size).")
+    parser.add_argument("--nprobe", type=at_least(1, MAX_ITEMS), help="ivf: lists a query scans (default: 1/512 of them, at least 8).")
+    parser.add_argument("--hnsw_m", type=at_least(2, MAX_DIMENSION), help="hnsw: links per item (default 32).")
+    parser.add_argument("--ef_construction", type=at_least(1, MAX_ITEMS), help="hnsw: beam width while building (default 80).")
+    parser.add_argument("--ef_search", type=at_least(1, MAX_ITEMS), help="hnsw: beam width while searching (default 128).")
+    parser.add_argument("--threads", type=at_least(1, MAX_THREADS), help="faiss threads (default: OMP_NUM_THREADS, else all cores).")
     return parser.parse_args(argv)
 
 

@@ -28,6 +28,7 @@ import numpy as np
 from evaluation.faiss_neighbours import faiss_module
 from inference.gallery_index import build_index, index_parameters
 from utils.boundary import command
+from utils.flags import MAX_DIMENSION, MAX_ITEMS, MAX_SEED, MAX_THREADS, at_least
 from utils.console import setup_console_logging
 
 logger = logging.getLogger("benchmarks.index")
@@ -43,13 +44,13 @@ EXACT_REPEATS, APPROXIMATE_REPEATS = 2, 3
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--size", type=int, default=1_000_000, help="Gallery items (default 1,000,000).")
-    parser.add_argument("--dimension", type=int, default=512, help="Embedding size (default 512).")
-    parser.add_argument("--queries", type=int, default=1000, help="Queries (default 1000).")
-    parser.add_argument("--threads", type=int, default=1, help="faiss threads (default 1).")
+    parser.add_argument("--size", type=at_least(1, MAX_ITEMS), default=1_000_000, help="Gallery items (default 1,000,000).")
+    parser.add_argument("--dimension", type=at_least(1, MAX_DIMENSION), default=512, help="Embedding size (default 512).")
+    parser.add_argument("--queries", type=at_least(1, MAX_ITEMS), default=1000, help="Queries (default 1000).")
+    parser.add_argument("--threads", type=at_least(1, MAX_THREADS), default=1, help="faiss threads (default 1).")
     parser.add_argument("--kinds", nargs="+", default=["flat", "ivf", "hnsw"], choices=("flat", "ivf", "hnsw"),
                         help="Kinds to measure; flat (exact) is always measured, as the reference.")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=at_least(0, MAX_SEED), default=0)
     return parser.parse_args(argv)
 
 

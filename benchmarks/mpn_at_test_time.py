@@ -25,6 +25,7 @@ import torch
 import yaml
 
 from utils.boundary import command
+from utils.flags import MAX_EPOCHS, MAX_ITEMS, at_least
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 GRAPH_SIZES = (2, 4, 7, 15)
@@ -38,12 +39,12 @@ def parse_args(argv=None):
                                      description=__doc__.splitlines()[0])
     parser.add_argument("--run", nargs="*", default=[], help="Finished training run folders.")
     parser.add_argument("--pattern_run", help="New folder: train on the tests' pattern images, then evaluate.")
-    parser.add_argument("--epochs", type=int, default=8, help="Epochs of the pattern run (default 8).")
+    parser.add_argument("--epochs", type=at_least(1, MAX_EPOCHS), default=8, help="Epochs of the pattern run (default 8).")
     parser.add_argument("--noise", type=float, default=90.0,
                         help="Std of the Gaussian noise added to every pattern image, in grey levels (default 90; "
                              "the tests' images alone are learnt perfectly in one epoch).")
-    parser.add_argument("--graph_sizes", type=int, nargs="+", default=list(GRAPH_SIZES))
-    parser.add_argument("--k1", type=int, nargs="+", default=list(K1S))
+    parser.add_argument("--graph_sizes", type=at_least(2, MAX_ITEMS), nargs="+", default=list(GRAPH_SIZES))
+    parser.add_argument("--k1", type=at_least(1, MAX_ITEMS), nargs="+", default=list(K1S))
     return parser.parse_args(argv)
 
 

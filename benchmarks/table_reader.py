@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dataset.table import read_table, _read_table_once  # noqa: E402
 from utils.boundary import command  # noqa: E402
+from utils.flags import MAX_ITEMS, at_least  # noqa: E402
 
 TRAIN_SHARE = 0.8
 QUERY_EVERY = 5  # every fifth test image is a query, the others gallery
@@ -65,8 +66,8 @@ def timed_read(root, table):
 @command("benchmarks.table_reader")
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--labels", type=int, default=1_000)
+    parser.add_argument("--rows", type=at_least(1, MAX_ITEMS), default=1_000_000)
+    parser.add_argument("--labels", type=at_least(1, MAX_ITEMS), default=1_000)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     with tempfile.TemporaryDirectory() as folder:

@@ -23,13 +23,14 @@ import time
 from pathlib import Path
 
 from utils.boundary import command
+from utils.flags import MAX_THREADS, at_least
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(prog="python -m benchmarks.threads", description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2, 4], help="Thread counts (default 1 2 4).")
+    parser.add_argument("--threads", type=at_least(1, MAX_THREADS), nargs="+", default=[1, 2, 4], help="Thread counts (default 1 2 4).")
     parser.add_argument("--config_path", default=str(REPO_ROOT / "config" / "config_demo_train.yaml"))
     parser.add_argument("--output", help="New folder for the runs (default runs/threads_<time>).")
     parser.add_argument("--parallel", action="store_true", help="Start all runs at once (the numbers do not "

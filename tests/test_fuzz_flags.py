@@ -17,6 +17,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import embed
+import export
+import index
 import retrieve
 import train
 from dataset import prepare
@@ -109,6 +111,34 @@ def test_fuzz_retrieve_flags(user_files, gallery_npz, small_images, data):
 
 @fuzz_examples(5)
 @given(data=st.data())
+def test_fuzz_index_flags(user_files, gallery_npz, data):
+    folder = scratch()
+    flags = ["--gallery", "--kind", "--output", "--nlist", "--nprobe", "--hnsw_m", "--ef_construction", "--ef_search",
+             "--threads"]
+    drawn = data.draw(argv_of(flags, values(user_files, gallery_npz, folder / "new.index")))
+    try:
+        check_outcome(index.main, ["--gallery", str(gallery_npz), "--kind", "flat", "--output",
+                                   str(folder / "out.index"), *drawn], watched=[user_files, gallery_npz])
+    finally:
+        shutil.rmtree(folder)
+
+
+@fuzz_examples(3)
+@given(data=st.data())
+def test_fuzz_export_flags(user_files, finished_run, data):
+    """Not ``--check`` or ``--tolerance``: a check that finds a difference above the tolerance exits 1 by design."""
+    folder = scratch()
+    drawn = data.draw(argv_of([*MODEL_FLAGS, "--format", "--output", "--check_images"],
+                              values(user_files, finished_run, folder / "new.pt")))
+    try:
+        check_outcome(export.main, ["--run", str(finished_run), "--format", "torchscript", "--output",
+                                    str(folder / "model.pt"), *drawn], watched=[user_files, finished_run])
+    finally:
+        shutil.rmtree(folder)
+
+
+@fuzz_examples(5)
+@given(data=st.data())
 def test_fuzz_prepare_results_and_plot_arguments(user_files, finished_run, data):
     folder = scratch()
     # Not the whole file system: tools.results would (rightly) search all of "/" for run folders.
@@ -148,6 +178,13 @@ BENCHMARKS = {
                               stop_at("random_batch", "mpn_share")),
     "benchmarks.ablation": (["--config_path", "--seeds", "--arms", "--output", "--jobs", "--set"],
                             stop_at("run_ablation")),
+    "benchmarks.index": (["--size", "--dimension", "--queries", "--threads", "--kinds", "--seed"],
+                         stop_at("clustered_embeddings")),
+    "benchmarks.table_reader": (["--rows", "--labels"], stop_at("write_images_and_table")),
+    "benchmarks.threads": (["--threads", "--config_path", "--output", "--parallel", "--set"],
+                           stop_at("prepare_dataset")),
+    "benchmarks.mpn_at_test_time": (["--run", "--pattern_run", "--epochs", "--noise", "--graph_sizes", "--k1"],
+                                    stop_at("train_pattern_run", "rows_of_run")),
 }
 
 

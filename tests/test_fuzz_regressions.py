@@ -87,3 +87,16 @@ def test_a_thread_count_beyond_any_machine_is_refused_where_it_enters(tmp_path, 
         assert train.main(["--config_path", str(write_tiny_config()), "--threads", "2147483648",
                            "--output_dir", str(tmp_path / "runs")]) == 2
     assert "train_params.threads" in caplog.text and "at most 1024" in caplog.text
+
+
+@pytest.mark.parametrize("module, argv", [
+    ("benchmarks.index", ["--threads", "2147483648"]),  # found as an OverflowError inside faiss (exit 1)
+    ("index", ["--gallery", "g.npz", "--kind", "flat", "--output", "o.index", "--threads", "2147483648"]),
+    ("benchmarks.table_reader", ["--rows", "0"]),
+    ("export", ["--run", "r", "--format", "onnx", "--output", "m.onnx", "--check_images", "-1"]),
+])
+def test_whole_number_flags_of_the_deploy_commands_are_bounded_where_they_enter(module, argv, capsys):
+    import importlib
+    with pytest.raises(SystemExit) as exited:
+        importlib.import_module(module).main(argv)
+    assert exited.value.code == 2 and "is outside" in capsys.readouterr().err

@@ -26,3 +26,7 @@ def at_least(minimum, maximum=None):
 # Bounds shared by the commands' flags: far above any real use, far below what exhausts a machine.
 MAX_THREADS = 1_024
 MAX_REPEATS = 1_000
+MAX_ITEMS = 100_000_000  # gallery items, table rows, queries
+MAX_DIMENSION = 65_536
+MAX_SEED = 2 ** 32 - 1  # NumPy's seed range
+MAX_EPOCHS = 10_000
