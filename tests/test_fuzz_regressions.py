@@ -3,22 +3,11 @@ import logging
 
 import pytest
 import torch
-import yaml
 
 import train
 from dataset import prepare
+from tests.test_fuzz_files import finished_run  # noqa: F401 - fixture: a 1-epoch tiny run folder
 from utils.safe_load import load_torch_file
-
-
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory, pattern_tree):
-    from tests.conftest import tiny_train_config
-    root = tmp_path_factory.mktemp("regression_run")
-    config = root / "config.yaml"
-    config.write_text(yaml.safe_dump(tiny_train_config(pattern_tree, num_epochs=1, max_iters_per_epoch=1)))
-    assert train.main(["--config_path", str(config), "--output_dir", str(root / "runs")]) == 0
-    (folder,) = (root / "runs").iterdir()
-    return folder
 
 
 @pytest.mark.slow
