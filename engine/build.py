@@ -15,8 +15,8 @@ import numpy as np
 import torch
 
 from engine.components import Data, build_data, build_evaluators, ensure_dataset_present
-from engine.hooks import (BestWeights, Checkpoint, EpochLog, FinalTest, LrSchedule, Pictures, Plots, TensorBoard,
-                          check_logging_options)
+from engine.hooks import (BestWeights, Checkpoint, EpochLog, FinalTest, LrSchedule, Pictures, Plots, SummaryFile,
+                          TensorBoard, check_logging_options)
 from engine.trainer import LoopOptions, Trainer
 from losses.intra_batch import IntraBatchLoss
 from optim.param_groups import build_optimizer, build_param_groups
@@ -82,25 +82,27 @@ def build_hooks(config, run_dir, is_main):
 
     1. LrSchedule: before an epoch, the drops (reloading the best weights); before a step, the warm-up.
     2. EpochLog: the epoch's line, once its row exists.
-    3. FinalTest: after training, the test of the best weights and summary.json; before the pictures,
+    3. FinalTest: after training, the test of the best weights and the summary; before the pictures,
        which show that test.
-    4. Pictures (main process, ``logging.pictures``): keeps the best and the last evaluation; draws them
-       after training, before TensorBoard closes.
+    4. Pictures (``logging.pictures``): keeps the best and the last evaluation; draws them after
+       training (main process), before TensorBoard closes.
     5. TensorBoard (main process, ``logging.tensorboard``): each row as scalars, and the pictures.
     6. Checkpoint (main process): last.pth with metrics.csv, which name the new best files.
     7. Plots (main process): losses.png and metrics.png.
     8. BestWeights: selects the best epoch right after the evaluation, so the log, the checkpoint and the
        plots see it; after the epoch, deletes the replaced files, which the checkpoint no longer names.
+    9. SummaryFile (main process): summary.json, last of all: it marks the run finished, so a run killed
+       in anything before it resumes into its end again.
     Returns ``(hooks, final_test)``; ``final_test.summary`` is the run's summary.
     """
     train_params, logging_options = config["train_params"], config["logging"]
     best_weights = BestWeights(run_dir, partial(best_weight_names, config=config), is_main)
-    final_test = FinalTest(run_dir, best_weights, is_main)
+    final_test = FinalTest(best_weights)
     tensorboard = TensorBoard(run_dir) if is_main and logging_options["tensorboard"] else None
     pictures = None
-    if is_main and logging_options["pictures"]:
+    if logging_options["pictures"]:
         pictures = Pictures(run_dir, logging_options["embedding_map"], train_params["seed"], best_weights,
-                            final_test, tensorboard)
+                            final_test, tensorboard, is_main)
     main_only = [Checkpoint(run_dir),
                  Plots(run_dir, config["dataset"]["dataset_short"], config["models"]["encoder_params"]["net_type"],
                        train_params["lr_drop_epochs"], best_weights)] if is_main else []
@@ -109,7 +111,8 @@ def build_hooks(config, run_dir, is_main):
              EpochLog(train_params["num_epochs"], best_weights),
              final_test,
              *(hook for hook in (pictures, tensorboard) if hook is not None),
-             *main_only, best_weights]
+             *main_only, best_weights,
+             *([SummaryFile(run_dir, final_test)] if is_main else [])]
     return hooks, final_test
 
 

@@ -122,10 +122,22 @@ def _optional(check):
     return lambda value: value is None or check(value)
 
 
+def _file_name(value):
+    """A file of the run folder itself: a resume reads, writes and deletes it there, and nowhere else."""
+    return isinstance(value, str) and value not in ("", ".", "..") and Path(value).name == value \
+        and "\\" not in value and "\x00" not in value
+
+
+def _best_epoch(value):
+    return isinstance(value, dict) and set(value) == set(_BEST_FIELDS) and all(
+        check(value[key]) for key, check in _BEST_FIELDS.items())
+
+
 _BEST_FIELDS = {"score": _optional(_number), "epoch": _optional(_whole),
                 "metrics": _optional(lambda value: isinstance(value, dict)),
-                "backbone_file": _optional(lambda value: isinstance(value, str)),
-                "mpn_file": _optional(lambda value: isinstance(value, str))}
+                "backbone_file": _optional(_file_name), "mpn_file": _optional(_file_name)}
+# The best epoch that a new best replaced, while its files are still to be deleted (optional: format 2 before).
+BEST_REPLACED_KEY = "best_replaced"
 # What each entry of a training state must be before any of it is used (format 2, after conversion).
 _STATE_FIELDS = {
     "epoch": _whole,
@@ -142,9 +154,10 @@ _STATE_FIELDS = {
     "rng": lambda value: isinstance(value, dict) and isinstance(value.get("python"), (tuple, list))
     and isinstance(value.get("numpy"), dict) and isinstance(value.get("torch"), torch.Tensor)
     and value["torch"].dtype == torch.uint8,
-    "best": lambda value: isinstance(value, dict) and set(value) == set(_BEST_FIELDS)
-    and all(check(value[key]) for key, check in _BEST_FIELDS.items()),
+    "best": _best_epoch,
+    BEST_REPLACED_KEY: _optional(_best_epoch),
 }
+_OPTIONAL_STATE_FIELDS = {BEST_REPLACED_KEY}
 
 
 def check_training_state(state, path):
@@ -154,6 +167,8 @@ def check_training_state(state, path):
     edited ``last.pth`` is refused, never half restored.
     """
     for key, check in _STATE_FIELDS.items():
+        if key not in state and key in _OPTIONAL_STATE_FIELDS:
+            continue
         if key not in state or not check(state[key]):
             found = "missing" if key not in state else f"a {type(state[key]).__name__} of the wrong content"
             raise UserInputError(f"{RESUME_FLAG} {path} holds a damaged training state ('{key}' is {found}); "

@@ -85,8 +85,8 @@ def dataset_image_tree(tmp_path):
     return make_tree
 
 
-def write_class_pattern_images(root, num_classes, images_per_class, size=32, seed=0):
-    """A learnable tree: each class has its own colour and stripe pattern, plus noise."""
+def write_class_pattern_images(root, num_classes, images_per_class, size=32, seed=0, noise=12):
+    """A learnable tree: each class has its own colour and stripe pattern, plus noise (its standard deviation)."""
     rng = np.random.default_rng(seed)
     for class_index in range(num_classes):
         base = rng.integers(30, 226, size=3)
@@ -99,7 +99,7 @@ def write_class_pattern_images(root, num_classes, images_per_class, size=32, see
                 pixels[stripes, :, :] *= 0.4
             else:
                 pixels[:, stripes, :] *= 0.4
-            pixels += rng.normal(0, 12, size=pixels.shape)
+            pixels += rng.normal(0, noise, size=pixels.shape)
             path = Path(root) / "images" / f"class_{class_index:02d}" / f"img_{image_index:03d}.png"
             path.parent.mkdir(parents=True, exist_ok=True)
             PIL.Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(path)

@@ -160,3 +160,23 @@ def test_a_rank_that_dies_mid_epoch_stops_the_others_within_a_minute_with_one_se
     resumed = run_torchrun(["--resume", str(run_dir)], cwd=tmp_path, nproc=2)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert json.loads((run_dir / "summary.json").read_text())["last_epoch"] == 2
+
+
+def test_a_run_resumed_into_its_end_under_two_processes_embeds_its_epochs_again_for_the_same_pictures(
+        tmp_path, write_tiny_config):
+    """Re-embedding the best and the last epoch is a collective: every rank takes part, none hangs."""
+    import shutil
+    config = write_tiny_config(num_epochs=2, lr_drop_epochs=[2],
+                               mutate=lambda raw: raw.update(logging={"pictures": 1}))
+    result = torchrun(["--config_path", str(config), "--output_dir", str(tmp_path / "runs")], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (folder,) = list((tmp_path / "runs").iterdir())
+    drawn = {path.relative_to(folder): path.read_bytes() for path in (folder / "pictures").rglob("*.png")}
+    assert len(drawn) == 6
+    # What a kill while drawing the pictures leaves: every epoch trained, no summary.json yet.
+    (folder / "summary.json").unlink()
+    shutil.rmtree(folder / "pictures")
+    result = torchrun(["--resume", str(folder)], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert {path.relative_to(folder): path.read_bytes() for path in (folder / "pictures").rglob("*.png")} == drawn
+    assert json.loads((folder / "summary.json").read_text())["best_weights"]

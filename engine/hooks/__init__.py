@@ -7,7 +7,8 @@ from engine.hooks.final_test import FinalTest
 from engine.hooks.lr_schedule import LrSchedule
 from engine.hooks.pictures import Pictures, check_logging_options, draw_test_pictures
 from engine.hooks.plots import Plots
+from engine.hooks.summary_file import SummaryFile
 from engine.hooks.tensorboard import TensorBoard
 
 __all__ = ["BestEpoch", "BestWeights", "Checkpoint", "EpochLog", "FinalTest", "Hook", "LrSchedule", "Pictures",
-           "Plots", "TensorBoard", "check_logging_options", "draw_test_pictures", "format_duration"]
+           "Plots", "SummaryFile", "TensorBoard", "check_logging_options", "draw_test_pictures", "format_duration"]

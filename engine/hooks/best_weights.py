@@ -3,7 +3,7 @@ import logging
 from dataclasses import dataclass, field
 
 from net.weights import load_weights
-from run_folder.checkpoint import FORMAT_1_BEST_WEIGHTS
+from run_folder.checkpoint import BEST_REPLACED_KEY, FORMAT_1_BEST_WEIGHTS
 from run_folder.layout import CHECKPOINT_NAME
 from utils.distributed import unwrap
 from utils.errors import UserInputError
@@ -57,6 +57,13 @@ class BestWeights(Hook):
 
     def after_epoch(self, trainer, epoch, row):
         """Delete the files of a former best epoch: this run wrote them and last.pth no longer names them."""
+        self.delete_replaced()
+
+    def before_train(self, trainer):
+        """A kill between last.pth and the deletion left the replaced files; last.pth names them."""
+        self.delete_replaced()
+
+    def delete_replaced(self):
         replaced, self.replaced = self.replaced, None
         if replaced is None or not self.is_main:
             return
@@ -73,10 +80,13 @@ class BestWeights(Hook):
             load_weights(unwrap(module), self.run_dir / name, "the best epoch's weights named in last.pth")
 
     def state_dict(self):
-        return {"best": vars(self.best)}
+        # last.pth is written before the replaced files are deleted: it names them for a resume to finish.
+        return {"best": vars(self.best), BEST_REPLACED_KEY: None if self.replaced is None else vars(self.replaced)}
 
     def load_state_dict(self, trainer, checkpoint):
         self.best = BestEpoch(**checkpoint["best"])
+        replaced = checkpoint.get(BEST_REPLACED_KEY)
+        self.replaced = None if replaced is None else BestEpoch(**replaced)
         if FORMAT_1_BEST_WEIGHTS in checkpoint:
             self.adopt_format_1_best_weights(checkpoint[FORMAT_1_BEST_WEIGHTS])
         self.check_files_present()

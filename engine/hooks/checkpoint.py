@@ -12,6 +12,12 @@ class Checkpoint(Hook):
     def __init__(self, run_dir):
         self.run_dir = run_dir
 
+    def before_train(self, trainer):
+        """A resumed run writes metrics.csv again from last.pth's history: a kill between the renames of
+        the two files leaves metrics.csv one epoch behind, and the run's last epoch would never rewrite it."""
+        if trainer.history.rows:
+            trainer.history.write_csv(self.run_dir / METRICS_CSV_NAME)
+
     def after_epoch(self, trainer, epoch, row):
         # last.pth and metrics.csv must agree: both are renamed into place only once both were written.
         with write_together():

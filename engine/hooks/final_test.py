@@ -1,9 +1,8 @@
-"""After training: the test set with the best weights (when selecting on held-out classes), and summary.json."""
+"""After training: the test set with the best weights (when selecting on held-out classes), and the summary."""
 import logging
 
 from evaluation import format_metrics
 from run_folder.history import is_metric_column
-from run_folder.layout import write_summary
 from run_folder.resume import resume_summary
 
 from engine.hooks.base import Hook
@@ -12,15 +11,13 @@ logger = logging.getLogger(__name__)
 
 
 class FinalTest(Hook):
-    """``summary`` (also summary.json): the best and the last epoch, and the best weights' files.
+    """``summary``: the best and the last epoch, and the best weights' files (``SummaryFile`` writes it).
 
     ``tested`` is ``(epoch, evaluation, loaders)`` of the final test, for the pictures.
     """
 
-    def __init__(self, run_dir, best_weights, is_main=True):
-        self.run_dir = run_dir
+    def __init__(self, best_weights):
         self.best_weights = best_weights
-        self.is_main = is_main
         self.summary = None
         self.tested = None
 
@@ -36,9 +33,8 @@ class FinalTest(Hook):
             summary["test_metrics_of_best_epoch"] = test_metrics
             self.tested = (best.epoch, trainer.evaluators["test"].last, trainer.data.eval_loaders["test"])
             logger.info("Test set, weights of epoch %d: %s", best.epoch, format_metrics(test_metrics))
-        if self.is_main and best.backbone_file is not None:
+        if best.backbone_file is not None:
             summary["best_weights"] = {"backbone": best.backbone_file, "mpn": best.mpn_file}
-            write_summary(self.run_dir, summary)
         logger.info("Best epoch %d: %s", best.epoch, format_metrics(best.metrics) or "no metrics")
         logger.info("Last epoch %d: %s", trainer.epoch, format_metrics(summary["last_metrics"]) or "no metrics")
         self.summary = summary

@@ -13,7 +13,15 @@ class Plots(Hook):
         self.lr_drop_epochs = lr_drop_epochs
         self.best_weights = best_weights
 
+    def before_train(self, trainer):
+        """A resumed run draws them again: a kill before they were redrawn left them an epoch behind."""
+        if trainer.history.rows:
+            self.draw(trainer)
+
     def after_epoch(self, trainer, epoch, row):
+        self.draw(trainer)
+
+    def draw(self, trainer):
         rows = trainer.history.rows
         columns = trainer.history.columns()
         split = trainer.selection_split
