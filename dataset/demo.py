@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from utils.errors import UserInputError
 from utils.io import atomic_write, atomic_write_text, sync_to_disk
+from utils.text_files import read_json_object
 
 logger = logging.getLogger(__name__)
 
@@ -86,12 +87,12 @@ def files_under(root):
 
 def read_manifest(root):
     """``(complete, {relative path: sha256})`` of the manifest in ``root``, or None without one."""
-    try:
-        manifest = json.loads((root / MANIFEST).read_text())
-        return bool(manifest["complete"]), dict(manifest["files"])
-    except FileNotFoundError:
+    if not (root / MANIFEST).exists():
         return None
-    except (OSError, ValueError, KeyError, TypeError):
+    try:
+        manifest = read_json_object(root / MANIFEST, "demo manifest")
+        return bool(manifest["complete"]), dict(manifest["files"])
+    except (UserInputError, KeyError, TypeError, ValueError):
         return False, None
 
 

@@ -62,7 +62,7 @@ def resolve_run_folder(text, flag="--run", runs_root="runs"):
 def _names_best_weights(run_dir):
     try:
         return bool(read_summary(run_dir)["best_weights"]["backbone"])
-    except (OSError, ValueError, KeyError, TypeError):
+    except (UserInputError, KeyError, TypeError):
         return False
 
 
@@ -76,7 +76,7 @@ def best_weights_files(run_dir, flag="--run", need_mpn=True):
     try:
         names = read_summary(run_dir)["best_weights"]
         files = run_dir / names["backbone"], run_dir / names["mpn"]
-    except (OSError, ValueError, KeyError, TypeError):
+    except (UserInputError, KeyError, TypeError):
         raise UserInputError(f"{flag} {run_dir} has no best weights (summary.json with best_weights is missing: "
                              "the run has not finished); let it finish or resume it, or give --weights FILE "
                              "--config_path CFG.") from None

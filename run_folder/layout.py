@@ -13,6 +13,7 @@ from pathlib import Path
 
 from schema import config_to_yaml
 from utils.io import atomic_write_text
+from utils.text_files import read_json_object
 
 CONFIG_NAME = "config.yaml"
 RECORD_NAME = ".config_recorded.yaml"
@@ -64,5 +65,5 @@ def write_summary(run_dir, summary):
 
 
 def read_summary(run_dir):
-    """The run's summary.json as a dict (OSError or ValueError when missing or unreadable)."""
-    return json.loads((Path(run_dir) / SUMMARY_NAME).read_text())
+    """The run's summary.json as a dict; missing or damaged, a ``UserInputError`` naming it."""
+    return read_json_object(Path(run_dir) / SUMMARY_NAME, "run summary")

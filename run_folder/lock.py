@@ -20,6 +20,7 @@ from filelock import FileLock, Timeout
 from run_folder.layout import LOCK_NAME, LOCK_OWNER_NAME
 from utils.errors import UserInputError
 from utils.io import atomic_write_text
+from utils.text_files import read_json_object
 
 
 class RunFolderLock:
@@ -64,8 +65,8 @@ def owner_record():
 def describe_owner(run_dir):
     """'process 1234 on host h (python train.py ..., since ...)', or what is known of it."""
     try:
-        owner = json.loads((Path(run_dir) / LOCK_OWNER_NAME).read_text(encoding="utf-8"))
+        owner = read_json_object(Path(run_dir) / LOCK_OWNER_NAME, "lock record")
         return (f"process {int(owner['pid'])} on {owner['host']} ({owner['command']}, since "
                 f"{owner['since']})")
-    except (OSError, ValueError, KeyError, TypeError):
+    except (UserInputError, ValueError, KeyError, TypeError):
         return "another process (which has not yet said which)"

@@ -20,18 +20,17 @@ command-line overrides applied and compares it with the record:
 A run whose epochs are all done and whose summary.json is written is
 finished: resuming it says so and changes nothing.
 """
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
 from run_folder.checkpoint import load_checkpoint
-from run_folder.layout import CONFIG_NAME, ENVIRONMENT_NAME, RECORD_NAME, SUMMARY_NAME
+from run_folder.layout import CONFIG_NAME, ENVIRONMENT_NAME, RECORD_NAME, SUMMARY_NAME, read_summary
 from schema import iter_options
 from schema.loading import DuplicateKey, ExpandsTooFar, safe_load_unique_keys
 from utils.errors import UserInputError
-from utils.text_files import read_text
+from utils.text_files import read_json_object, read_text
 
 ALLOW_FLAG = "--allow_different_numbers"
 KEYS_KEEPING_NUMBERS = (
@@ -106,8 +105,8 @@ def last_environment(run_dir):
                      key=lambda path: int(path.stem.removeprefix("environment_resume") or 0))
     path = resumes[-1] if resumes else run_dir / ENVIRONMENT_NAME
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
+        return read_json_object(path, "environment record")
+    except UserInputError:
         return None
 
 
@@ -121,10 +120,12 @@ def environment_differences(recorded, current):
 
 def is_finished(run_dir, state, num_epochs):
     """Every epoch trained and the summary written (a run stopped in its final test is not finished)."""
-    summary = Path(run_dir) / SUMMARY_NAME
-    if state["epoch"] < num_epochs or state.get("resume_step", 0) or not summary.is_file():
+    if state["epoch"] < num_epochs or state.get("resume_step", 0):
         return False
-    return '"status": "failed"' not in summary.read_text()
+    try:  # a damaged summary is written again by the resume, which goes through the run's end once more
+        return read_summary(run_dir).get("status") != "failed"
+    except UserInputError:
+        return False
 
 
 @dataclass

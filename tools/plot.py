@@ -9,7 +9,6 @@ panel, its best epoch marked with a star.
 """
 import argparse
 import csv
-import json
 import logging
 import math
 import sys
@@ -24,7 +23,7 @@ from run_folder.plots import plot_runs
 from schema.loading import DuplicateKey, ExpandsTooFar, safe_load_unique_keys
 from utils.boundary import command
 from utils.console import setup_console_logging
-from utils.text_files import read_text
+from utils.text_files import read_json_object
 
 logger = logging.getLogger("tools.plot")
 
@@ -76,10 +75,9 @@ def best_epoch(run_dir, rows):
     summary = Path(run_dir) / SUMMARY_NAME
     if summary.is_file():
         try:
-            recorded = json.loads(read_text(summary, "run summary"))
-        except ValueError:
-            recorded = None
-        best = recorded.get("best_epoch") if isinstance(recorded, dict) else "damaged"
+            best = read_json_object(summary, "run summary").get("best_epoch")
+        except UserInputError:
+            best = "damaged"
         if best is not None and (isinstance(best, bool) or not isinstance(best, int)):
             raise UserInputError(f"{summary} is damaged (no whole best_epoch in a JSON object); leave that run "
                                  "out.")

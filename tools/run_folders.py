@@ -6,7 +6,6 @@ unpickled and nothing is written. Files a run folder may hold besides
 (weights, plots, ``environment.json``, ...) are ignored.
 """
 import csv
-import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -17,6 +16,8 @@ import yaml
 from run_folder.history import is_metric_column
 from run_folder.layout import CONFIG_NAME, LOG_NAME, METRICS_CSV_NAME, SUMMARY_NAME, TEST_METRICS_NAME
 from schema.loading import DuplicateKey, ExpandsTooFar, safe_load_unique_keys
+from utils.errors import UserInputError
+from utils.text_files import read_json_object
 
 RUN_FILES = (CONFIG_NAME, LOG_NAME, METRICS_CSV_NAME, SUMMARY_NAME)
 FINISHED, IN_PROGRESS, STOPPED, BROKEN = "finished", "in progress", "stopped", "broken"
@@ -178,12 +179,9 @@ def _read_json(path):
     if not path.is_file():
         return None
     try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError, OSError):
+        return read_json_object(path, "record")
+    except UserInputError:
         raise RunUnreadable(f"{path.name} unreadable") from None
-    if not isinstance(value, dict):
-        raise RunUnreadable(f"{path.name} is not a JSON object")
-    return value
 
 
 def _read_rows(path):

@@ -3,8 +3,9 @@
 ``Path.read_text()`` decodes with the locale's encoding and raises a bare
 ``UnicodeDecodeError`` on a file that is not text (a JPEG renamed to
 ``.txt``, a list saved as UTF-16); every config, dataset list, annotation
-and run-folder record is read here instead.
+and run-folder record is read here instead (a JSON record through ``read_json_object``).
 """
+import json
 from pathlib import Path
 
 from utils.errors import UserInputError
@@ -29,3 +30,21 @@ def read_text(path, what):
         raise UserInputError(f"The {what} {path} is not a text file (line {line} holds a NUL byte); give the "
                              "original file.")
     return text
+
+
+def read_json_object(path, what):
+    """The JSON object (a dict) in ``path``; not UTF-8, not JSON or not an object is one sentence naming
+    the file (and the line)."""
+    text = read_text(path, what)
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise UserInputError(f"The {what} {path} is not valid JSON (line {error.lineno}: {error.msg}); restore "
+                             "the file, or remove it.") from None
+    except RecursionError:
+        raise UserInputError(f"The {what} {path} nests too deeply to be a record of ours; restore the file, or "
+                             "remove it.") from None
+    if not isinstance(value, dict):
+        raise UserInputError(f"The {what} {path} holds a JSON {type(value).__name__}, not an object; restore the "
+                             "file, or remove it.")
+    return value
