@@ -21,7 +21,7 @@ from utils.devices import resolve_device
 from utils.distributed import Distributed, lost_a_peer
 from utils.errors import UserInputError
 from utils.precision import AS_THE_AUTHORS, resolve_is_apex
-from run_folder.layout import CONFIG_NAME, SUMMARY_NAME, write_resolved_config, write_summary
+from run_folder.layout import CONFIG_NAME, LOG_NAME, SUMMARY_NAME, write_resolved_config, write_summary
 from run_folder.lock import RunFolderLock
 from run_folder.provenance import environment_record, write_environment
 from run_folder.resume import ALLOW_FLAG, describe, inexact_resume_note, plan_resume
@@ -182,14 +182,16 @@ def command_line(argv):
     return ["python", *sys.argv] if argv is None else ["python", "train.py", *argv]
 
 
-def create_run_dir(args, config, resume, distributed):
-    """A resumed run keeps its folder; under torchrun rank 0 creates it and tells the others."""
+def create_run_dir(args, config, resume, distributed, run_lock):
+    """A resumed run keeps its folder (its lock already held); under torchrun rank 0 creates it, locks it
+    before anything is written there, and tells the others."""
     if resume is not None:
         return resume.run_dir
     run_dir = None
     if distributed is None or distributed.is_main:
         output_root = Path(args.output_dir) if args.output_dir else Path(config["output_paht"]) / "runs"
         run_dir = make_run_dir(output_root, run_name(config))
+        run_lock.hold(run_dir)
     if distributed is not None:
         run_dir = Path(distributed.broadcast_object(str(run_dir)))
     return run_dir
@@ -205,9 +207,14 @@ def report_failure(error, run_dir, is_main):
         time.sleep(OTHER_RANKS_EXIT_DELAY_S)
         return
     logger.error("%s", error)
+    mark_failed(run_dir, str(error))
+
+
+def mark_failed(run_dir, why):
+    """The run folder's summary.json says that the run failed, and why (unless the run had finished)."""
     if run_dir is not None and not (Path(run_dir) / SUMMARY_NAME).exists():
         try:
-            write_summary(run_dir, {"status": "failed", "error": str(error)})
+            write_summary(run_dir, {"status": "failed", "error": why})
         except UserInputError:
             pass  # the disk that failed the run may not take this file either; the log has the sentence
 
@@ -253,9 +260,8 @@ def main(argv=None):
             check_search_space(config, args.config_path)
         setup = None if mode == "hyper_search" else build_setup(config, mode, device, device_requested, distributed,
                                                                 stop_request)
-        run_dir = create_run_dir(args, config, resume, distributed)
+        run_dir = create_run_dir(args, config, resume, distributed, run_lock)
         if is_main:
-            run_lock.hold(run_dir)
             log_file = attach_log_file(run_dir)
             record_run_start(run_dir, config, resume, environment)
         logger.info("Run folder %s, device %s, mode %s%s", run_dir, device, mode,
@@ -289,14 +295,17 @@ def main(argv=None):
     except TrainingDiverged as error:
         report_failure(error, run_dir, is_main)
         return EXIT_DIVERGED
-    except RuntimeError as error:
-        if distributed is None or not lost_a_peer(error):
-            raise
-        kept = f"{run_dir} keeps its last completed epoch; {resume_command(run_dir)}" if run_dir else \
-            "nothing was written"
-        logger.error("Another process of this torchrun run stopped (%s), so rank %d stops too; %s.",
-                     " ".join(str(error).split())[:120], distributed.rank, kept)
-        return EXIT_PEER_LOST
+    except Exception as error:  # noqa: BLE001 - a lost peer is reported here, a bug by utils.boundary
+        if distributed is not None and isinstance(error, RuntimeError) and lost_a_peer(error):
+            kept = f"{run_dir} keeps its last completed epoch; {resume_command(run_dir)}" if run_dir else \
+                "nothing was written"
+            logger.error("Another process of this torchrun run stopped (%s), so rank %d stops too; %s.",
+                         " ".join(str(error).split())[:120], distributed.rank, kept)
+            return EXIT_PEER_LOST
+        if is_main:
+            mark_failed(run_dir, f"stopped on an unexpected {type(error).__name__}, a bug of this project; "
+                                 f"its traceback is in {LOG_NAME}")
+        raise
     finally:
         if log_file is not None:
             detach_log_file(log_file)

@@ -109,6 +109,33 @@ def test_train_ends_an_unexpected_error_with_the_sentence_and_the_traceback_in_t
     log = (run_dir / "train.log").read_text()
     assert "Traceback" in log and "an internal fault" in log
     assert str(run_dir / "train.log") in error_lines(caplog)[-1]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "failed" and "RuntimeError" in summary["error"] and "train.log" in summary["error"]
+
+
+def test_a_bug_in_a_step_marks_the_run_failed_and_keeps_its_checkpoint(tmp_path, write_tiny_config, monkeypatch):
+    """In the middle of training: the summary says failed, last.pth still holds the last completed epoch."""
+    from engine.hooks import Hook
+    from run_folder.checkpoint import load_checkpoint
+    from tests.conftest import add_training_hooks
+
+    class FaultInEpoch2(Hook):
+        armed = True
+
+        def before_step(self, trainer, epoch, step, steps_per_epoch):
+            if epoch == 2 and self.armed:
+                raise ZeroDivisionError("a fault in a hook")
+
+    fault = FaultInEpoch2()
+    add_training_hooks(monkeypatch, fault)
+    config = write_tiny_config(num_epochs=2, lr_drop_epochs=[2], max_iters_per_epoch=1)
+    assert train.main(["--config_path", str(config), "--output_dir", str(tmp_path / "runs")]) == 1
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "failed"
+    assert load_checkpoint(run_dir / "last.pth")["epoch"] == 1
+    fault.armed = False
+    assert train.main(["--resume", str(run_dir)]) == 0
+    assert json.loads((run_dir / "summary.json").read_text())["best_weights"]
 
 
 # --------------------------------------------------------------- the five cases of the issue
