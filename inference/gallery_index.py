@@ -6,13 +6,17 @@ Kinds: ``flat`` (exact, float32), ``ivf`` (inverted lists: a query scans the
 distance is the run's: squared L2 for Euclidean runs, inner product of
 L2-normalised vectors for cosine ones (In-Shop). ``FILE.index`` holds the
 index, ``FILE.index.npz`` beside it the items (paths, root, distance,
-labels) and the kind and parameters; both are written together.
+labels), the kind and parameters, and the SHA-256 of the index file; both are
+written together. faiss reads an index without any check of its content, so
+a bit flipped in the file would silently change the neighbours: the
+checksum is compared before faiss reads it.
 
 A query excluded from its own results (its file is in the gallery) asks
 for as many more neighbours; a row that an approximate search leaves
 short (an IVF probe of few small lists) is searched again wider until it
 has ``k``.
 """
+import hashlib
 import json
 import logging
 import math
@@ -31,6 +35,7 @@ from utils.io import atomic_write, write_together
 logger = logging.getLogger(__name__)
 
 KINDS = ("flat", "ivf", "hnsw")
+OWN_PARAMETERS = {"flat": (), "ivf": ("nlist", "nprobe"), "hnsw": ("hnsw_m", "ef_construction", "ef_search")}
 # IVF: faiss' rule of 4 sqrt(n) lists, each trained on this many sample points (faiss warns below 39)
 # with 10 k-means iterations (faiss' 25 take minutes more on a CPU for a million items, for no recall).
 IVF_LISTS_PER_SQRT_ITEMS = 4.0
@@ -52,6 +57,8 @@ HNSW_EF_SEARCH = 128
 CHUNK = 65536
 QUERY_CHUNK = 1024
 SIDECAR_ARRAYS = ("paths", "root", "distance", "kind", "parameters", "dimension")
+# Recorded by index.py since the checksum was added; an older sidecar lacks it (its index is read unchecked).
+CHECKSUM_ARRAY = "index_sha256"
 TRAINING_SEED = 0
 
 
@@ -74,8 +81,7 @@ def index_parameters(kind, num_items, nlist=None, nprobe=None, hnsw_m=None, ef_c
     for name, value in given.items():
         if value is not None and value < 1:
             raise UserInputError(f"--{name} {value} must be at least 1.")
-    own = {"flat": (), "ivf": ("nlist", "nprobe"), "hnsw": ("hnsw_m", "ef_construction", "ef_search")}[kind]
-    foreign = [f"--{name}" for name, value in given.items() if value is not None and name not in own]
+    foreign = [f"--{name}" for name, value in given.items() if value is not None and name not in OWN_PARAMETERS[kind]]
     if foreign:
         raise UserInputError(f"{', '.join(foreign)} do not apply to --kind {kind}; leave them out.")
     if kind == "ivf":
@@ -145,11 +151,13 @@ def sidecar_path(path):
 def save_gallery_index(index, items, parameters, path):
     """``index`` to ``path`` and its items (``EmbeddedImages``) with the parameters beside it, together."""
     faiss = faiss_module("index.py", "use retrieve.py's exact search of the .npz file")
+    serialized = memoryview(faiss.serialize_index(index))
     arrays = dict(item_arrays(items), kind=np.array(parameters.kind, dtype=np.str_),
                   parameters=np.array(json.dumps(asdict(parameters)), dtype=np.str_),
-                  dimension=np.array(index.d, dtype=np.int64))
+                  dimension=np.array(index.d, dtype=np.int64),
+                  **{CHECKSUM_ARRAY: np.array(hashlib.sha256(serialized).hexdigest(), dtype=np.str_)})
     with write_together():
-        atomic_write(path, memoryview(faiss.serialize_index(index)), replace=False)
+        atomic_write(path, serialized, replace=False)
         atomic_write(sidecar_path(path), npz_bytes(arrays), replace=False)
 
 
@@ -221,6 +229,8 @@ def load_gallery_index(path, flag):
         raise UserInputError(f"{flag} {path} has no {sidecar.name} beside it (the paths and labels of its items); "
                              "keep the two files of index.py together, or build the index again.")
     arrays = read_arrays(sidecar, flag, SIDECAR_ARRAYS, "index.py")
+    parameters = recorded_parameters(arrays, sidecar, flag)
+    check_index_checksum(path, arrays, flag)
     try:
         index = faiss.read_index(str(path))
     except RuntimeError as error:
@@ -230,4 +240,37 @@ def load_gallery_index(path, flag):
     if index.ntotal != len(items.paths) or index.d != int(arrays["dimension"]):
         raise UserInputError(f"{flag} {path} holds {index.ntotal} {index.d}-d items but {sidecar.name} describes "
                              f"{len(items.paths)} {int(arrays['dimension'])}-d ones; build the index again.")
-    return GalleryIndex(index, items, IndexParameters(**json.loads(str(arrays["parameters"]))))
+    return GalleryIndex(index, items, parameters)
+
+
+def recorded_parameters(arrays, sidecar, flag):
+    """The ``IndexParameters`` the sidecar records: its kind's own parameters, each a whole number of at least 1."""
+    try:
+        recorded = json.loads(str(arrays["parameters"]))
+        kind = recorded["kind"]
+        own = {name: recorded.pop(name) for name in OWN_PARAMETERS[kind]}
+        usable = (kind == str(arrays["kind"]) and set(recorded) <= set(asdict(IndexParameters(kind)))
+                  and all(recorded[name] is None for name in recorded if name != "kind")
+                  and all(type(value) is int and value >= 1 for value in own.values()))
+    except (ValueError, RecursionError, TypeError, KeyError):
+        usable = False
+    if not usable:
+        raise UserInputError(f"{flag} {sidecar} does not hold the parameters of an index of index.py; build the "
+                             "index again.")
+    return IndexParameters(kind, **own)
+
+
+def check_index_checksum(path, arrays, flag):
+    """The index file is byte for byte the one index.py wrote (the SHA-256 in its sidecar), before faiss reads it."""
+    if CHECKSUM_ARRAY not in arrays:
+        logger.warning("%s %s was written without a checksum (by an older index.py), so damage to it cannot be "
+                       "detected; build it again to have it checked.", flag, path)
+        return
+    try:
+        with open(path, "rb") as file:
+            digest = hashlib.file_digest(file, "sha256").hexdigest()
+    except OSError as error:
+        raise UserInputError(f"{flag} {path} cannot be read ({error.strerror or error}); check the path.") from None
+    if digest != str(arrays[CHECKSUM_ARRAY]):
+        raise UserInputError(f"{flag} {path} is damaged: its content is not what index.py wrote (the SHA-256 in "
+                             f"{sidecar_path(path).name} differs); build the index again.")

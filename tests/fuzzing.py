@@ -78,11 +78,15 @@ OTHER_FORMATS = {
 }
 
 
+DAMAGE_KINDS = ("empty", "truncated", "bit_flips", "overwritten", "other_format", "not_utf8", "random")
+# Damage done to the file itself (a disk, a copy, a download): what it holds is no other valid file.
+DAMAGE_IN_PLACE = ("truncated", "bit_flips", "overwritten")
+
+
 @st.composite
-def damaged(draw, original):
+def damaged(draw, original, kinds=DAMAGE_KINDS):
     """``original`` (bytes) as a damaged file might hold it."""
-    kind = draw(st.sampled_from(["empty", "truncated", "bit_flips", "overwritten", "other_format", "not_utf8",
-                                 "random"]))
+    kind = draw(st.sampled_from(kinds))
     if kind == "empty" or not original:
         return b""
     if kind == "truncated":

@@ -24,7 +24,7 @@ import retrieve
 import train
 from dataset import prepare
 from tests.conftest import fuzz_examples, tiny_train_config
-from tests.fuzzing import array_strategy, check_outcome, damaged, hostile_values, json_bytes
+from tests.fuzzing import DAMAGE_IN_PLACE, array_strategy, check_outcome, damaged, hostile_values, json_bytes
 from tools import plot, results
 from utils.safe_load import load_torch_file
 
@@ -263,6 +263,96 @@ def test_fuzz_embedding_files_damaged_or_of_the_wrong_content(gallery_npz, data)
                                       "--output", str(folder / "out")], watched=[gallery, gallery_npz])
     finally:
         shutil.rmtree(folder)
+
+
+# ------------------------------------------------------------------ damaged in place: refused, or read as written
+# Exit 0 or 2 is not enough: a flipped bit that still parses would be used silently. Each reader of a binary
+# file of ours must refuse a file damaged in place, or return exactly what was written (damage to bytes that
+# hold no content, such as zip padding, changes nothing).
+@fuzz_examples(40)
+@given(data=st.data())
+def test_fuzz_a_weights_file_damaged_in_place_is_refused_or_loads_as_written(data):
+    """A small file in torch.save's format (a failing case prints its bytes): tensors, nesting, numbers."""
+    from utils.errors import UserInputError
+    from utils.safe_load import UnreadableFileError
+    generator = torch.Generator().manual_seed(0)
+    written = {"conv.weight": torch.randn(4, 3, 3, generator=generator), "epoch": 3,
+               "optimizer": {"state": {0: {"step": torch.tensor(5.0)}}, "lr": [0.1, 0.01]},
+               "labels": torch.arange(6)}
+    folder = scratch()
+    copy = folder / "last.pth"
+    copy.write_bytes(data.draw(damaged(torch_bytes(written), DAMAGE_IN_PLACE)))
+    try:
+        loaded = load_torch_file(copy, "the test")
+    except (UnreadableFileError, UserInputError):
+        return
+    finally:
+        shutil.rmtree(folder)
+    assert same_content(loaded, written)
+
+
+def same_content(value, expected):
+    """Equal nested dicts, lists and tuples, tensors equal in dtype, shape and every bit."""
+    if isinstance(expected, torch.Tensor):
+        return isinstance(value, torch.Tensor) and value.dtype == expected.dtype and torch.equal(value, expected)
+    if isinstance(expected, dict):
+        return isinstance(value, dict) and value.keys() == expected.keys() and \
+            all(same_content(value[key], expected[key]) for key in expected)
+    if isinstance(expected, (list, tuple)):
+        return type(value) is type(expected) and len(value) == len(expected) and \
+            all(same_content(item, want) for item, want in zip(value, expected))
+    return type(value) is type(expected) and value == expected
+
+
+@fuzz_examples(40)
+@given(data=st.data())
+def test_fuzz_an_embedding_file_damaged_in_place_is_refused_or_reads_as_written(gallery_npz, data):
+    from inference.embedding_file import read_arrays
+    from utils.errors import UserInputError
+    written = read_arrays(gallery_npz, "--gallery", (), "embed.py")
+    folder = scratch()
+    copy = folder / "gallery.npz"
+    copy.write_bytes(data.draw(damaged(gallery_npz.read_bytes(), DAMAGE_IN_PLACE)))
+    try:
+        loaded = read_arrays(copy, "--gallery", (), "embed.py")
+    except UserInputError:
+        return
+    finally:
+        shutil.rmtree(folder)
+    assert loaded.keys() == written.keys()
+    assert all(loaded[name].dtype == written[name].dtype and np.array_equal(loaded[name], written[name])
+               for name in written)
+
+
+@pytest.fixture(scope="module", params=["flat", "ivf", "hnsw"])
+def gallery_index(request, gallery_npz, tmp_path_factory):
+    import index
+    output = tmp_path_factory.mktemp(f"fuzz_{request.param}") / "gallery.index"
+    kind = ["--kind", request.param] + (["--nlist", "1"] if request.param == "ivf" else [])
+    assert index.main(["--gallery", str(gallery_npz), *kind, "--output", str(output)]) == 0
+    return output
+
+
+@fuzz_examples(15)
+@given(in_sidecar=st.booleans(), data=st.data())
+def test_fuzz_a_gallery_index_damaged_in_place_is_refused_or_reads_as_written(gallery_index, in_sidecar, data):
+    """faiss reads an index without checking it: the SHA-256 in the sidecar must catch every changed byte."""
+    from inference.gallery_index import load_gallery_index, sidecar_path
+    from utils.errors import UserInputError
+    folder = scratch()
+    copy = folder / gallery_index.name
+    shutil.copy(gallery_index, copy)
+    shutil.copy(sidecar_path(gallery_index), sidecar_path(copy))
+    target = sidecar_path(copy) if in_sidecar else copy
+    target.write_bytes(data.draw(damaged(target.read_bytes(), DAMAGE_IN_PLACE)))
+    changed = copy.read_bytes() != gallery_index.read_bytes()
+    try:
+        load_gallery_index(copy, "--gallery")
+    except UserInputError:
+        return
+    finally:
+        shutil.rmtree(folder)
+    assert not changed, "a changed index file was read"
 
 
 # ------------------------------------------------------------------ run folders: metrics.csv, summary.json, config.yaml
