@@ -7,6 +7,7 @@ import PIL.Image
 import torch.utils.data
 
 from utils.errors import UserInputError
+from utils.text_files import is_regular_file
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +51,8 @@ def load_rgb(path):
     ``PIL.Image.MAX_IMAGE_PIXELS`` allows, before allocating them) is an
     ``UnreadableImage`` with the reason; the caller names the file.
     """
+    if not is_regular_file(path):
+        raise UnreadableImage("not a regular file: a pipe or device, whose reading may never end")
     try:
         with PIL.Image.open(path) as image:
             if image.mode in SIXTEEN_BIT_MODES or image.mode in ("I", "F"):

@@ -16,6 +16,7 @@ import numpy as np
 from evaluation.neighbours import DISTANCES
 from utils.errors import UserInputError
 from utils.io import atomic_write
+from utils.text_files import is_regular_file
 
 REQUIRED_ARRAYS = ("embeddings", "paths", "root", "distance")
 
@@ -71,6 +72,9 @@ def read_arrays(path, flag, required, made_by, problem_of=None):
     together (``item_problem``, and ``problem_of(arrays)`` for what the caller
     adds): a ``UserInputError``; a damaged or edited file is never partly used.
     """
+    if not is_regular_file(path):
+        raise UserInputError(f"{flag} {path} is not a file (missing, or a folder, pipe or device); give the .npz "
+                             f"file of {made_by}.")
     try:
         with np.load(path, allow_pickle=False) as data:
             if not isinstance(data, np.lib.npyio.NpzFile):

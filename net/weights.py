@@ -33,8 +33,9 @@ def read_state_dict(path, config_key):
     """
     path = Path(path)
     if not path.is_file():
+        problem = "is not a regular file" if path.exists() else "does not exist"
         raise UserInputError(
-            f"The weights file {path} given by {config_key} does not exist; "
+            f"The weights file {path} given by {config_key} {problem}; "
             f"give the path of an existing .pth file.")
     try:
         checkpoint = load_torch_file(path, config_key)
