@@ -231,6 +231,9 @@ def build_mpn(gnn_params, embed_dim):
             "models.gnn_params sets both cat: 1 and every: 1, which the authors' "
             "model cannot combine; set one of them to 0.")
     reduced_dim, num_heads = int(embed_dim / gnn_params["red"]), gnn_params["gnn"]["num_heads"]
+    if reduced_dim < 1:
+        raise UserInputError(f"models.gnn_params.red {gnn_params['red']} leaves the MPN no channel of the "
+                             f"{embed_dim}-d embedding; use a red of at most {embed_dim} (the paper: 1).")
     if reduced_dim % num_heads:
         divisors = ", ".join(str(heads) for heads in (1, 2, 4, 8) if reduced_dim % heads == 0)
         raise UserInputError(

@@ -50,6 +50,13 @@ REQUIRED = object()
 SEED_MAXIMUM = 2**32 - 1
 # The first epoch at whose start best weights exist to reload (epoch 1 makes the first best).
 FIRST_DROP_EPOCH = 2
+# Bounds of the keys that size memory or processes: far beyond any published setting (512-d embeddings,
+# 1-2 MPN layers, 227 px crops, 4-8 loader workers), yet a typo such as 10000000 is one sentence at load
+# instead of an allocation that exhausts the machine.
+MAX_EMBEDDING_SIZE = 65536
+MAX_MPN_LAYERS = 64
+MAX_IMAGE_SIDE = 4096
+MAX_LOADER_WORKERS = 256
 
 
 def _flag(default, doc):
@@ -83,7 +90,8 @@ SCHEMA = {
                           "Linear to 512; ResNet-18/34 ignore it.", minimum=1),
             "bn_inception": {
                 "embed": _flag(1, "BN-Inception: 1 adds the Linear 'embed' 1024 -> sz_embedding."),
-                "sz_embedding": Option(512, int, "BN-Inception embedding size with embed: 1.", minimum=1),
+                "sz_embedding": Option(512, int, "BN-Inception embedding size with embed: 1.", minimum=1,
+                                       maximum=MAX_EMBEDDING_SIZE),
             },
             "imagenet_pretrained": _flag(1, "Ours. 1 starts the trunk from ImageNet weights, 0 from random "
                                          "initialisation (ignored when pretrained_path is set)."),
@@ -103,7 +111,7 @@ SCHEMA = {
                            choices=("token", "avg", "gem"), nullable=True),
             "sz_embedding": Option(None, int, "Ours, timm: a Linear 'embed' from the model's width to this "
                                    "size; null: no Linear, the embedding is the model's width.", minimum=1,
-                                   nullable=True),
+                                   maximum=MAX_EMBEDDING_SIZE, nullable=True),
             "freeze_trunk": _flag(0, "Ours, timm: 1 freezes the trunk (eval mode, no gradients); only the "
                                   "embed Linear, neck, classifier and MPN train."),
         },
@@ -113,7 +121,7 @@ SCHEMA = {
             "cat": _flag(0, "1 concatenates the outputs of all layers."),
             "every": _flag(0, "1 gives every layer its own classifier and loss term."),
             "gnn": {
-                "num_layers": Option(1, int, "Message passing layers.", minimum=1),
+                "num_layers": Option(1, int, "Message passing layers.", minimum=1, maximum=MAX_MPN_LAYERS),
                 "aggregator": Option("add", str, "How messages are combined.", choices=("add", "mean", "max")),
                 "num_heads": Option(2, int, "Attention heads.", minimum=1),
                 "attention": Option("dot", str, "Attention type (dot product).", choices=("dot",)),
@@ -169,9 +177,10 @@ SCHEMA = {
                                "folds, as in A Metric Learning Reality Check).", choices=VAL_PROTOCOLS),
         "val_fold": Option(0, int, "Ours. With val_protocol: mlrc, the held-out fold, 0 to 3.",
                            minimum=0),
-        "nb_workers": Option(4, int, "Data loader worker processes.", minimum=0),
-        "crop_size": Option(227, int, "Ours. Crop size of the transforms.", minimum=8),
-        "resize_size": Option(256, int, "Ours. Resize before the evaluation centre crop.", minimum=8),
+        "nb_workers": Option(4, int, "Data loader worker processes.", minimum=0, maximum=MAX_LOADER_WORKERS),
+        "crop_size": Option(227, int, "Ours. Crop size of the transforms.", minimum=8, maximum=MAX_IMAGE_SIDE),
+        "resize_size": Option(256, int, "Ours. Resize before the evaluation centre crop.", minimum=8,
+                              maximum=MAX_IMAGE_SIDE),
         "crop_scale": Option([0.08, 1.0], list, "Ours. Area share [min, max] of the training "
                              "RandomResizedCrop; the default is torchvision's, as the authors used."),
         "skip_broken_images": _flag(0, "Ours. 1 skips unreadable images (counted in the log) instead of "

@@ -61,9 +61,32 @@ def build_backbone(encoder_params, num_classes, crop_size=None):
         module = _build_timm(encoder_params, num_classes, crop_size)
     else:
         module = _build_registered(encoder_params, num_classes)
+    if crop_size is not None:
+        check_takes_crop(module, net_type, crop_size)
     if encoder_params["channels_last"]:
         module = module.to(memory_format=torch.channels_last)
     return module, module.embed_dim
+
+
+def check_takes_crop(module, net_type, crop_size):
+    """One ``crop_size`` image passes through ``module`` (in eval mode, changing nothing).
+
+    No rule says which sizes a backbone takes: DenseNet needs 29 px or more,
+    and BN-Inception's ceil-mode pooling makes its branches disagree at 8-30
+    and again at 39-55 px. Tried once here, a size it cannot take is one
+    sentence before any data is read, not a failure in the first step.
+    """
+    was_training = module.training
+    module.eval()
+    try:
+        with torch.no_grad():
+            module(torch.zeros(1, 3, crop_size, crop_size), "plain")
+    except (RuntimeError, ValueError) as error:
+        reason = " ".join(str(error).split())[:160]
+        raise UserInputError(f"dataset.crop_size {crop_size} is a size {net_type} cannot take ({reason}); choose "
+                             "another crop_size (the paper: 227).") from None
+    finally:
+        module.train(was_training)
 
 
 def backbone_input_config(net_type):

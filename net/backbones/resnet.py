@@ -10,6 +10,7 @@ from torch.utils.checkpoint import checkpoint
 from torchvision import models
 
 from net.heads import classify, make_classifier, make_neck
+from utils.errors import UserInputError
 
 # torchvision constructor and the V1 ImageNet weights the authors started from.
 RESNETS = {
@@ -173,6 +174,10 @@ def build_resnet(net_type, encoder_params, num_classes):
     if encoder_params["last_stride"] and not ignores_options:
         _set_last_stride_one(trunk.layer4)
     red = 1 if net_type in _NO_REDUCTION else encoder_params["red"]
+    if red > trunk.fc.in_features:
+        raise UserInputError(f"models.encoder_params.red {red} leaves {net_type} no embedding channel of its "
+                             f"{trunk.fc.in_features}; use a red of at most {trunk.fc.in_features} (the paper: 4, "
+                             "2048 -> 512).")
     return ResNetBackbone(trunk, num_classes, red=red, neck=encoder_params["neck"],
                           checkpointing=encoder_params["checkpointing"], neck_in_forward=not ignores_options,
                           single_bn_update=bool(encoder_params["single_bn_update"]))
