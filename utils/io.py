@@ -7,7 +7,9 @@ folder entry is fsync'ed so the rename itself survives a power cut.
 
 The one place that writes files, so it also: gives files the mode the
 user's umask asks for (``mkstemp`` would leave 0600), removes the temporary
-files a killed earlier write left behind, can refuse to replace an existing
+files a killed earlier write left behind (a temporary's name holds its
+writer's PID, so that the file another live process is writing is never
+taken for one), can refuse to replace an existing
 file (``replace=False``), turns a full disk or a read-only folder into one
 sentence (``UserInputError``), and inside ``write_together()`` renames a
 group of files only once all of them were written, so that files which must
@@ -41,10 +43,27 @@ def _temporary_prefix(path):
 
 
 def remove_stale_temporaries(path):
-    """Delete the ``.<name>.*.tmp`` files an earlier write of ``path`` left (kill -9, power cut)."""
+    """Delete the ``.<name>.<pid>.*.tmp`` files that an earlier, dead writer of ``path`` left (kill -9, power
+    cut); those of a process still writing ``path`` stay."""
     path = Path(path)
-    for stale in path.parent.glob(f"{_temporary_prefix(path)}*.tmp"):
-        stale.unlink(missing_ok=True)
+    prefix = _temporary_prefix(path)
+    for temporary in path.parent.glob(f"{prefix}*.tmp"):
+        writer = temporary.name[len(prefix):].split(".", 1)[0]
+        if not (writer.isdigit() and is_alive(int(writer))):
+            temporary.unlink(missing_ok=True)
+
+
+def is_alive(pid):
+    """Whether process ``pid`` runs on this machine (this process included)."""
+    if pid <= 0:
+        return False  # 0 and below name process groups, never a writer
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
 
 
 def write_failure(path, error):
@@ -58,7 +77,8 @@ def _write_temporary(path, data, durable=True):
     ``durable``; returns its path."""
     try:
         remove_stale_temporaries(path)
-        descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=_temporary_prefix(path), suffix=".tmp")
+        descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f"{_temporary_prefix(path)}{os.getpid()}.",
+                                                 suffix=".tmp")
     except OSError as error:
         raise write_failure(path, error) from None
     try:
