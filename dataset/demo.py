@@ -11,6 +11,7 @@ untrained network retrieves them almost perfectly; with these nuisances the
 embedding has to learn invariances on digits 0-4 that carry over to 5-9,
 which is what metric learning is about, and R@1 visibly rises with training.
 """
+import contextlib
 import hashlib
 import io
 import json
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import PIL.Image
+from filelock import FileLock, Timeout
 from sklearn.datasets import load_digits
 from tqdm import tqdm
 
@@ -135,11 +137,39 @@ def ensure_demo_dataset(root):
     manifest is written first (marked incomplete), so an interrupted build
     is finished on the next call; an existing file is never replaced.
     Anything else is refused with one sentence, so a mistyped
-    ``--dataset_path`` never fills a user's dataset with digits.
+    ``--dataset_path`` never fills a user's dataset with digits. Runs started
+    together (``benchmarks.ablation --jobs``) take turns through a lock beside
+    the folder: the first writes the demo, the others find it complete.
     """
     root = Path(root)
     if root.exists() and not root.is_dir():
         refuse(root, "is a file")
+    with taking_turns(root):
+        return build_unless_complete(root)
+
+
+@contextlib.contextmanager
+def taking_turns(root):
+    """Holds the lock ``.<folder name>.lock`` beside ``root`` (waiting for another process that holds it)."""
+    try:
+        root.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(root.parent / f".{root.name}.lock")
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            logger.info("Waiting for another process that is writing the demo dataset to %s.", root)
+            lock.acquire()
+    except OSError:  # a read-only place: nobody writes there, a complete demo is only read
+        yield
+        return
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def build_unless_complete(root):
+    """``ensure_demo_dataset`` once its lock is held."""
     manifest = read_manifest(root) if root.is_dir() else None
     if manifest is None and (root / LEGACY_MARKER).is_file():
         refuse(root, "holds a demo of an older version without a manifest (delete that folder to rebuild it)")

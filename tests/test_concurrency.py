@@ -134,3 +134,33 @@ def test_two_runs_started_in_the_same_second_get_two_folders(tmp_path):
     assert len(folders) == 2
     assert sorted(path.name for path in (tmp_path / "runs").iterdir()) == [
         "cub_resnet18_train_20260101-000000", "cub_resnet18_train_20260101-000000_1"]
+
+
+BUILD_DEMO = """
+import sys
+from dataset.demo import ensure_demo_dataset
+ensure_demo_dataset(sys.argv[1])
+"""
+
+
+def test_two_demo_runs_started_together_take_turns_writing_the_demo(tmp_path):
+    """One of them stopped with 'images/1/346.png already exists' (or lost a temporary file to the other)."""
+    root = tmp_path / "data" / "demo_digits"
+    builders = [subprocess.Popen([sys.executable, "-c", BUILD_DEMO, str(root)], cwd=REPO_ROOT,
+                                 stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outcomes = [(builder.wait(timeout=300), builder.stderr.read()) for builder in builders]
+    assert [code for code, _ in outcomes] == [0, 0], outcomes
+    assert len(list((root / "images").rglob("*.png"))) == 1797
+
+
+def test_a_write_removes_the_temporaries_of_dead_writers_only(tmp_path):
+    """A temporary of a live process is a file being written, not a leftover of a kill."""
+    from utils import io
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True, check=True)
+    dead_writers = tmp_path / f".out.npz.{int(finished.stdout)}.a1.tmp"
+    live_writer = tmp_path / f".out.npz.{os.getppid()}.b2.tmp"
+    for temporary in (dead_writers, live_writer):
+        temporary.write_bytes(b"partial")
+    io.atomic_write(tmp_path / "out.npz", b"whole")
+    assert not dead_writers.exists() and live_writer.exists()
