@@ -38,10 +38,13 @@ def check_search(queries, gallery, dimension, top_k, exclude):
                              f"{dimension}-d ones; embed both with the same run.")
     excluded = most_excluded(torch.from_numpy(exclude))
     available = len(gallery.paths) - excluded
+    besides = " besides a query's own file" if excluded else ""
+    if available < 1:
+        raise UserInputError(f"The gallery holds no image{besides}, so a query has no neighbour to find; give a "
+                             "gallery of other images.")
     if top_k < 1 or top_k > available:
-        besides = " besides a query's own file" if excluded else ""
-        raise UserInputError(f"--top_k {top_k} asks for more neighbours than the gallery has: it holds "
-                             f"{available} images{besides}; give --top_k between 1 and {available}.")
+        raise UserInputError(f"--top_k {top_k} must be between 1 and the gallery's {available} images{besides}; "
+                             f"give --top_k between 1 and {available}.")
 
 
 def retrieve(queries, gallery, top_k, use_faiss=False, block_size=512):

@@ -300,6 +300,21 @@ def test_retrieve_refuses_more_neighbours_than_the_gallery_holds(tmp_path, caplo
     assert not (tmp_path / "out").exists()
 
 
+def test_a_gallery_of_one_image_answers_other_queries_and_refuses_its_own(tmp_path, caplog, embedded_tree):
+    """A gallery that holds only the query's own file said 'give --top_k between 1 and 0'."""
+    from inference.embedding_file import load_embeddings, save_embeddings
+    whole = load_embeddings(embedded_tree, "--gallery")
+    one, other = (tmp_path / "one.npz", tmp_path / "other.npz")
+    for path, rows in ((one, slice(0, 1)), (other, slice(1, 3))):
+        save_embeddings(type(whole)(whole.embeddings[rows], whole.paths[rows], whole.root, whole.distance), path)
+    assert retrieve.main(["--gallery", str(one), "--queries", str(other), "--top_k", "1",
+                          "--output", str(tmp_path / "out")]) == 0
+    assert len((tmp_path / "out" / "neighbours.csv").read_text().splitlines()) == 3
+    assert_refused(caplog, retrieve.main, ["--gallery", str(one), "--queries", str(one), "--top_k", "1",
+                                           "--output", str(tmp_path / "self")],
+                   "The gallery holds no image besides a query's own file")
+
+
 def test_retrieve_of_a_folder_without_a_model_asks_for_one(tmp_path, caplog, embedded_tree, pattern_tree):
     assert_refused(caplog, retrieve.main, ["--gallery", str(embedded_tree), "--queries",
                                            str(pattern_tree / "images"), "--top_k", "3",
