@@ -26,10 +26,9 @@ import torch
 
 from net.attention import NULL_LOGIT
 from net.mpn import build_mpn
-from schema.options import SEED_MAXIMUM
 from utils.boundary import command
 from utils.devices import resolve_device
-from utils.flags import MAX_REPEATS, MAX_THREADS, at_least
+from utils.flags import MAX_REPEATS, MAX_SEED, MAX_THREADS, at_least
 
 EMBED_DIM = 512
 BATCH_SIZES = (54, 90, 512)
@@ -138,7 +137,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m benchmarks.mpn", description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--repeats", type=at_least(1, MAX_REPEATS), default=5)
-    parser.add_argument("--seed", type=at_least(0, SEED_MAXIMUM), default=0)
+    parser.add_argument("--seed", type=at_least(0, MAX_SEED), default=0)
     parser.add_argument("--threads", type=at_least(1, MAX_THREADS), default=torch.get_num_threads(),
                         help="CPU threads; 1 gives steadier figures on a busy machine")
     args = parser.parse_args(argv)

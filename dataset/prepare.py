@@ -33,6 +33,7 @@ from .split_table import write_split_table
 from utils.boundary import command
 from utils.console import setup_console_logging
 from utils.errors import UserInputError
+from utils.flags import MAX_SEED, at_least
 
 logger = logging.getLogger(__name__)
 
@@ -194,7 +195,7 @@ def parse_args(argv):
     table.add_argument("--query_fraction", type=float, default=None,
                        help="share of each test class's images that are queries, the rest gallery; "
                             "default: no queries, every test image against all the others")
-    table.add_argument("--seed", type=int, default=0, help="seed of the draw (0)")
+    table.add_argument("--seed", type=at_least(0, MAX_SEED), default=0, help="seed of the draw (0)")
     return parser.parse_args(argv)
 
 

@@ -8,7 +8,7 @@ behaviour. ``docs/configuration.md`` is generated from ``SCHEMA``
 from dataclasses import dataclass
 from typing import Any
 
-from utils.flags import MAX_THREADS
+from utils.flags import MAX_SEED, MAX_THREADS
 
 BACKBONES = (
     "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
@@ -46,8 +46,6 @@ class Option:
 
 
 REQUIRED = object()
-# NumPy's legacy seeding (np.random.seed, which the authors' code and ours call) takes 0 .. 2**32 - 1.
-SEED_MAXIMUM = 2**32 - 1
 # The first epoch at whose start best weights exist to reload (epoch 1 makes the first best).
 FIRST_DROP_EPOCH = 2
 # Bounds of the keys that size memory or processes: far beyond any published setting (512-d embeddings,
@@ -228,7 +226,7 @@ SCHEMA = {
                                       minimum=1, nullable=True),
         "eval_before_training": _flag(0, "Ours. 1 evaluates once before the first epoch (epoch 0)."),
         "seed": Option(0, int, "Ours. Seed of sampler, initialisation and augmentation (--seed).", minimum=0,
-                       maximum=SEED_MAXIMUM),
+                       maximum=MAX_SEED),
         "threads": Option(None, int, "Ours. CPU threads of torch (--threads); null: OMP_NUM_THREADS if set, "
                           "else the free cores minus one per data-loader worker, at most 8.",
                           minimum=1, maximum=MAX_THREADS, nullable=True),

@@ -9,6 +9,7 @@ returns its exit code with everything it printed or logged; ``check_outcome``
 asserts what every command owes its user whatever the input: exit 0 or 2,
 no traceback, no file of the user's changed.
 """
+import argparse
 import contextlib
 import hashlib
 import io
@@ -181,6 +182,30 @@ def check_outcome(main, argv, watched=()):
     assert repository_entries() <= repository_before, ("the command wrote into the repository", argv)
     assert not CODE_RAN_MARKER.exists(), "a file ran code when it was read"
     return code, output
+
+
+class _ParserBuilt(BaseException):
+    """Carries the parser a command built out of its ``main`` (not an ``Exception``: the boundary lets it by)."""
+
+
+def flags_of(main, subcommand=None, leave_out=()):
+    """Every ``--flag`` of the command ``main`` (of its ``subcommand``), less ``leave_out``: drawn from the
+    parser itself, so that a flag added to a command is fuzzed without anyone adding it to a list."""
+    def built(parser, *args, **kwargs):
+        raise _ParserBuilt(parser)
+    original = argparse.ArgumentParser.parse_args
+    argparse.ArgumentParser.parse_args = built
+    try:
+        main([])
+    except _ParserBuilt as reached:
+        parser = reached.args[0]
+    finally:
+        argparse.ArgumentParser.parse_args = original
+    if subcommand is not None:
+        parser = parser._subparsers._group_actions[0].choices[subcommand]
+    flags = sorted(flag for flag in parser._option_string_actions if flag.startswith("--"))
+    assert set(leave_out) <= set(flags), f"{set(leave_out) - set(flags)} are no flags of the command"
+    return [flag for flag in flags if flag not in leave_out]
 
 
 def json_bytes(value):

@@ -89,3 +89,11 @@ def test_whole_number_flags_of_the_deploy_commands_are_bounded_where_they_enter(
     with pytest.raises(SystemExit) as exited:
         importlib.import_module(module).main(argv)
     assert exited.value.code == 2 and "is outside" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("seed", ["-1", "4294967296"])
+def test_prepare_table_with_a_seed_outside_numpys_range_is_refused_as_it_enters(tmp_path, pattern_tree, seed):
+    """Found by the long profile once the fuzzer drew the table subcommand's flags: NumPy's ValueError, exit 1."""
+    with pytest.raises(SystemExit) as exited:
+        prepare.main(["table", str(pattern_tree / "images"), str(tmp_path / "table.csv"), "--seed", seed])
+    assert exited.value.code == 2 and not (tmp_path / "table.csv").exists()

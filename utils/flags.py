@@ -28,5 +28,5 @@ MAX_THREADS = 1_024
 MAX_REPEATS = 1_000
 MAX_ITEMS = 100_000_000  # gallery items, table rows, queries
 MAX_DIMENSION = 65_536
-MAX_SEED = 2 ** 32 - 1  # NumPy's seed range
+MAX_SEED = 2 ** 32 - 1  # NumPy's legacy seeding (np.random.seed, which the authors' code and ours call)
 MAX_EPOCHS = 10_000
