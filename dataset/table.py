@@ -252,6 +252,10 @@ class TableReader:
         """The chunk's absolute image paths: inside the dataset folder, existing files, each listed once."""
         relatives = list(map(str.strip, relatives))
         joined = "\0" + "\0".join(relatives) + "\0"
+        if joined.count("\0") != len(relatives) + 1:  # a NUL byte in a path, which no file name can hold
+            index = next(index for index, relative in enumerate(relatives) if "\0" in relative)
+            self.refuse(rows_before + index, "a NUL byte in its path, so the file is damaged or no text table",
+                        "give the original table")
         # No empty path, none absolute, none with '.', '..' or '//' in it: root + path is already normal.
         plain = os.sep == "/" and not any(part in joined for part in ("\0\0", "\0/", "\0.", "/.", "//", "/\0"))
         paths = list(map(self.root_prefix.__add__, relatives)) if plain else [

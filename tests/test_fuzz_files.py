@@ -265,6 +265,51 @@ def test_fuzz_embedding_files_damaged_or_of_the_wrong_content(gallery_npz, data)
         shutil.rmtree(folder)
 
 
+# ------------------------------------------------------------------ a table of one's own data (dataset_short: table)
+TABLE_COLUMNS = ("path", "label", "split", "is_query", "is_gallery")
+
+
+def valid_table(pattern_tree):
+    """The pattern tree's 8 classes as a table: 0-3 train, 4-7 test, images 0-5 queries and 3-11 gallery."""
+    rows = [",".join(TABLE_COLUMNS)]
+    for class_index in range(8):
+        split = "train" if class_index < 4 else "test"
+        for image in range(12):
+            flags = ("", "") if split == "train" else (str(int(image <= 5)), str(int(image >= 3)))
+            rows.append(",".join([f"images/class_{class_index:02d}/img_{image:03d}.png", f"c{class_index}", split,
+                                  *flags]))
+    return ("\n".join(rows) + "\n").encode()
+
+
+def hostile_table_rows(data):
+    """A header of the table's columns (some drawn away or repeated) over rows of hostile cells."""
+    header = data.draw(st.lists(st.sampled_from(TABLE_COLUMNS + ("extra",)), min_size=1, max_size=6))
+    cells = hostile_values().map(str).filter(lambda text: "\n" not in text and "\r" not in text)
+    rows = data.draw(st.lists(st.lists(cells, max_size=6), max_size=6))
+    return ("\n".join([",".join(header), *(",".join(row) for row in rows)]) + "\n").encode()
+
+
+@fuzz_examples(30)
+@given(data=st.data())
+def test_fuzz_table_of_ones_own_data_in_train(pattern_tree, data):
+    """The table is the dataset list a user writes by hand: damaged, or rows of the wrong content."""
+    folder = scratch()
+    table = folder / "table.csv"
+    table.write_bytes(data.draw(damaged(valid_table(pattern_tree))) if data.draw(st.booleans())
+                      else hostile_table_rows(data))
+    raw = tiny_train_config(pattern_tree)
+    raw["dataset"].update(dataset_short="table", table=str(table))
+    del raw["dataset"]["num_classes"]
+    del raw["models"]["gnn_params"]["classifier"]["num_classes"]
+    config = folder / "config.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    try:
+        check_outcome(train.main, ["--config_path", str(config), "--output_dir", str(folder / "runs"),
+                                   *BOUNDED_RUN], watched=[table, pattern_tree])
+    finally:
+        shutil.rmtree(folder)
+
+
 # ------------------------------------------------------------------ damaged in place: refused, or read as written
 # Exit 0 or 2 is not enough: a flipped bit that still parses would be used silently. Each reader of a binary
 # file of ours must refuse a file damaged in place, or return exactly what was written (damage to bytes that
