@@ -55,6 +55,23 @@ def test_a_bug_is_one_sentence_naming_a_temporary_file_with_the_traceback(caplog
     assert "Traceback" in text and 'return {}["missing"]' in text
 
 
+@pytest.mark.slow
+def test_a_bug_in_a_loader_worker_is_one_sentence_without_the_workers_traceback(caplog, tmp_path, monkeypatch,
+                                                                                 write_tiny_config):
+    """torch's error from a worker holds the worker's traceback: the terminal gets its first line."""
+    from dataset import image_list
+
+    def faulty(path):
+        raise RuntimeError("a fault in a worker")
+    monkeypatch.setattr(image_list, "load_rgb", faulty)
+    config = write_tiny_config(mutate=lambda raw: raw["dataset"].update(nb_workers=1))
+    with caplog.at_level(logging.ERROR):
+        assert train.main(["--config_path", str(config), "--output_dir", str(tmp_path / "runs")]) == 1
+    sentence = error_lines(caplog)[-1]
+    assert "RuntimeError (Caught RuntimeError in DataLoader worker process 0.)" in sentence
+    assert "Traceback" not in caplog.text
+
+
 def test_a_bug_during_a_run_appends_its_traceback_to_the_runs_log_and_ends_it_with_the_sentence(caplog, tmp_path):
     log = tmp_path / "train.log"
     log.write_text("2026-01-01 00:00:00,000 INFO train: epoch 1\n")

@@ -84,7 +84,8 @@ def report_bug(name, error):
         found = f"the full traceback is in {where}"
     except OSError as write_error:
         found = f"its traceback could not be written ({write_error.strerror or write_error})"
-    text = " ".join(str(error).split())
+    # The first line only: a loader worker's error carries the worker's whole traceback after it.
+    text = " ".join(next((line for line in str(error).splitlines() if line.strip()), "").split())
     if len(text) > MESSAGE_LENGTH:
         text = text[:MESSAGE_LENGTH] + "..."
     sentence = (f"{name} stopped on an unexpected {type(error).__name__}{f' ({text})' if text else ''}, which is "
