@@ -17,6 +17,7 @@ import yaml
 
 from run_folder.checkpoint import resolve_resume_path, resume_command
 from schema import load_config
+from schema.loading import DuplicateKey, ExpandsTooFar, safe_load_unique_keys
 from utils.devices import resolve_device
 from utils.distributed import Distributed, lost_a_peer
 from utils.errors import UserInputError
@@ -105,10 +106,11 @@ def parse_setting(setting):
     if not separator or not key.strip():
         raise UserInputError(f"--set {setting} is not KEY.PATH=VALUE; write it like --set train_params.lr=0.001.")
     try:
-        return key.strip(), yaml.safe_load(text)
-    except yaml.YAMLError:
-        raise UserInputError(f"--set {setting}: the value {text!r} is not valid YAML; quote it or fix "
-                             "its syntax.") from None
+        return key.strip(), safe_load_unique_keys(text)
+    except (yaml.YAMLError, DuplicateKey, ExpandsTooFar):
+        raise UserInputError(f"--set {key.strip()}=...: the value {text[:80]!r} is not valid YAML of a value (or "
+                             "sets a key twice, or nests or expands without end); quote it or fix its syntax.") \
+            from None
 
 
 def run_name(config):

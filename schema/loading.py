@@ -104,8 +104,9 @@ def expanded_size(node, limit=MAX_EXPANDED_NODES):
 
 
 def safe_load_unique_keys(text):
-    """``yaml.safe_load`` that also refuses a key set twice in one mapping and an alias bomb
-    (``ExpandsTooFar``); every YAML file the project reads goes through it."""
+    """``yaml.safe_load`` that also refuses a key set twice in one mapping, an alias bomb and a
+    document nested deeper than Python's recursion allows (``ExpandsTooFar``); every YAML file and
+    ``--set`` value the project reads goes through it."""
     loader = UniqueKeyLoader(text)
     try:
         node = loader.get_single_node()
@@ -113,6 +114,8 @@ def safe_load_unique_keys(text):
             return None
         expanded_size(node)
         return loader.construct_document(node)
+    except RecursionError:  # PyYAML composes and constructs recursively: '[[[[...' 100,000 deep
+        raise ExpandsTooFar("it nests lists or mappings hundreds of levels deep") from None
     finally:
         loader.dispose()
 
@@ -138,8 +141,8 @@ def read_yaml(path):
         raise UserInputError(f"Config file {path} sets '{error.key}' twice, at lines {error.first_line} and "
                              f"{error.second_line}; keep one of them.") from None
     except ExpandsTooFar as error:
-        raise UserInputError(f"Config file {path} is refused: {error}; write the values out instead of "
-                             "nesting aliases (*name).") from None
+        raise UserInputError(f"Config file {path} is refused: {error}; write the values out plainly (no "
+                             "aliases *name that expand, no nesting beyond a config's few levels).") from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""

@@ -72,6 +72,7 @@ OTHER_FORMATS = {
     "plain_pickle": b"(dp0\nVa\np1\n(lp2\nI1\naI2\naI3\nas.",  # protocol 0: {"a": [1, 2, 3]}
     "yaml": b"mode: train\ndataset: {dataset_short: cub}\n",
     "json": b'{"best_epoch": 3, "status": "finished"}',
+    "nested_100000_deep": b"a: " + b"[" * 100_000 + b"]" * 100_000 + b"\n",  # YAML and JSON alike
     "csv": b"epoch,test_R@1\n0,0.5\n1,0.6\n",
     "utf16": "epoch,loss\n1,2\n".encode("utf-16"),
     "npy": b"\x93NUMPY\x01\x00v\x00{'descr': '<f4', 'fortran_order': False, 'shape': (2,), }" + b" " * 50 + b"\n"

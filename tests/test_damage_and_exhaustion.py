@@ -201,3 +201,32 @@ def test_the_crop_size_check_leaves_the_backbone_as_it_was(pattern_tree, tmp_pat
     assert checked.training
     for (name, value), (_, expected) in zip(checked.state_dict().items(), unchecked.state_dict().items()):
         assert torch.equal(value, expected), name
+
+
+# ------------------------------------------------------------------ nesting beyond the recursion limit
+DEEP = "[" * 100_000 + "]" * 100_000
+
+
+def test_a_config_nested_100000_levels_deep_is_refused_naming_it(tmp_path, caplog):
+    """PyYAML composes recursively: a RecursionError, reported as a bug."""
+    config = tmp_path / "deep.yaml"
+    config.write_text(f"mode: {DEEP}\n")
+    with caplog.at_level(logging.ERROR):
+        assert train.main(["--config_path", str(config), "--output_dir", str(tmp_path / "runs")]) == 2
+    assert f"Config file {config} is refused: it nests" in caplog.text
+
+
+def test_a_set_value_nested_100000_levels_deep_is_refused(tmp_path, write_tiny_config, caplog):
+    with caplog.at_level(logging.ERROR):
+        assert train.main(["--config_path", str(write_tiny_config()), "--output_dir", str(tmp_path / "runs"),
+                           "--set", f"mode={DEEP}"]) == 2
+    assert "--set mode=...: the value" in caplog.text and not (tmp_path / "runs").exists()
+
+
+def test_a_set_value_with_an_alias_bomb_is_refused(tmp_path, write_tiny_config, caplog):
+    bomb = "[&a [1,1,1,1,1,1,1,1,1], &b [*a,*a,*a,*a,*a,*a,*a,*a,*a], &c [*b,*b,*b,*b,*b,*b,*b,*b,*b], " \
+           "&d [*c,*c,*c,*c,*c,*c,*c,*c,*c], &e [*d,*d,*d,*d,*d,*d,*d,*d,*d], [*e,*e,*e,*e,*e,*e,*e,*e,*e]]"
+    with caplog.at_level(logging.ERROR):
+        assert train.main(["--config_path", str(write_tiny_config()), "--output_dir", str(tmp_path / "runs"),
+                           "--set", f"train_params.lr_drop_epochs={bomb}"]) == 2
+    assert "--set train_params.lr_drop_epochs=...: the value" in caplog.text
