@@ -25,6 +25,7 @@ import train
 from dataset import prepare
 from tests.conftest import fuzz_examples, tiny_train_config
 from tests.fuzzing import DAMAGE_IN_PLACE, array_strategy, check_outcome, damaged, hostile_values, json_bytes
+from tests.test_table import table_config
 from tools import plot, results
 from utils.safe_load import load_torch_file
 
@@ -297,12 +298,8 @@ def test_fuzz_table_of_ones_own_data_in_train(pattern_tree, data):
     table = folder / "table.csv"
     table.write_bytes(data.draw(damaged(valid_table(pattern_tree))) if data.draw(st.booleans())
                       else hostile_table_rows(data))
-    raw = tiny_train_config(pattern_tree)
-    raw["dataset"].update(dataset_short="table", table=str(table))
-    del raw["dataset"]["num_classes"]
-    del raw["models"]["gnn_params"]["classifier"]["num_classes"]
     config = folder / "config.yaml"
-    config.write_text(yaml.safe_dump(raw))
+    config.write_text(yaml.safe_dump(table_config(pattern_tree, table)))
     try:
         check_outcome(train.main, ["--config_path", str(config), "--output_dir", str(folder / "runs"),
                                    *BOUNDED_RUN], watched=[table, pattern_tree])

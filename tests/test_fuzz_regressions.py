@@ -103,16 +103,12 @@ def test_a_table_with_a_nul_byte_in_a_path_is_refused_naming_the_line(tmp_path, 
     """Found by the table fuzzer's long profile: 'embedded null byte', a ValueError of the OS, as a bug."""
     import yaml
 
-    from tests.conftest import tiny_train_config
     from tests.test_fuzz_files import valid_table
+    from tests.test_table import table_config
     table = tmp_path / "table.csv"
     table.write_bytes(valid_table(pattern_tree).replace(b"img_004.png", b"img_0\x004.png", 1))
-    raw = tiny_train_config(pattern_tree)
-    raw["dataset"].update(dataset_short="table", table=str(table))
-    del raw["dataset"]["num_classes"]
-    del raw["models"]["gnn_params"]["classifier"]["num_classes"]
     config = tmp_path / "config.yaml"
-    config.write_text(yaml.safe_dump(raw))
+    config.write_text(yaml.safe_dump(table_config(pattern_tree, table)))
     with caplog.at_level(logging.ERROR):
         assert train.main(["--config_path", str(config), "--output_dir", str(tmp_path / "runs")]) == 2
     assert f"{table}" in caplog.text and "line 6" in caplog.text and "NUL byte" in caplog.text
