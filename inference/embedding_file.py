@@ -14,6 +14,7 @@ from typing import Optional
 import numpy as np
 
 from evaluation.neighbours import DISTANCES
+from utils.archives import check_zip_records
 from utils.errors import UserInputError
 from utils.io import atomic_write
 from utils.text_files import is_regular_file
@@ -76,6 +77,7 @@ def read_arrays(path, flag, required, made_by, problem_of=None):
         raise UserInputError(f"{flag} {path} is not a file (missing, or a folder, pipe or device); give the .npz "
                              f"file of {made_by}.")
     try:
+        check_zip_records(path)  # NumPy stops where a (damaged) header says, before any checksum is compared
         with np.load(path, allow_pickle=False) as data:
             if not isinstance(data, np.lib.npyio.NpzFile):
                 raise ValueError("a single array, not an .npz archive")

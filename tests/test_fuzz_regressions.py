@@ -112,3 +112,17 @@ def test_a_table_with_a_nul_byte_in_a_path_is_refused_naming_the_line(tmp_path, 
     with caplog.at_level(logging.ERROR):
         assert train.main(["--config_path", str(config), "--output_dir", str(tmp_path / "runs")]) == 2
     assert f"{table}" in caplog.text and "line 6" in caplog.text and "NUL byte" in caplog.text
+
+
+def test_an_npz_whose_header_was_damaged_into_a_smaller_shape_is_refused(tmp_path):
+    """Found by the long profile of the damaged-in-place property: NumPy read (4, 412) of a (4, 512) array and
+    stopped before the end of the record, where the zip reader would have compared its checksum."""
+    import numpy as np
+
+    from inference.embedding_file import read_arrays
+    from utils.errors import UserInputError
+    path = tmp_path / "gallery.npz"
+    np.savez(path, embeddings=np.ones((4, 512), dtype=np.float32))
+    path.write_bytes(path.read_bytes().replace(b"(4, 512)", b"(4, 412)", 1))
+    with pytest.raises(UserInputError, match="does not match its stored checksum"):
+        read_arrays(path, "--gallery", ("embeddings",), "embed.py")

@@ -7,9 +7,9 @@ checkpoint and weights file of this project is therefore read here, with
 and dicts come back, anything else is refused before it is built; a
 floating tensor holding NaN or inf anywhere in the file is refused too,
 naming where (a diverged run's weights would evaluate to errors or noise
-far from the load). ``torch.load`` does not check the CRC-32 that a zip-format
-file stores for each record, so a bit flipped on a disk or in a download
-would load as one wrong weight; every record is checked here first. A test
+far from the load); every zip record is checked against its CRC-32 first
+(``utils.archives``: ``torch.load`` checks none, and a flipped bit loaded as
+one wrong weight). A test
 (tests/test_safe_loading.py) fails if another module calls ``torch.load``
 or ``torch.jit.load``, or imports ``pickle``. The one ``torch.jit.load``
 here opens only a TorchScript file this process has just exported, to run
@@ -19,10 +19,10 @@ import io
 import pickle
 import re
 import warnings
-import zipfile
 
 import torch
 
+from utils.archives import DamagedArchive, check_zip_records
 from utils.errors import UserInputError
 
 # How torch's weights-only unpickler names what it refused: a global (function
@@ -57,7 +57,10 @@ def load_torch_file(path, given_by, allowed_globals=()):
     (the exact NumPy types of old checkpoints); they are allowed only inside
     this call, never process-wide.
     """
-    check_zip_records(path)
+    try:
+        check_zip_records(path)
+    except DamagedArchive as error:
+        raise UnreadableFileError(str(error)) from None
     try:
         with torch.serialization.safe_globals(list(allowed_globals)):
             loaded = torch.load(path, map_location="cpu", weights_only=True)
@@ -77,23 +80,6 @@ def load_torch_file(path, given_by, allowed_globals=()):
             f"The file {path} given by {given_by} holds NaN or infinite values in {where}, so it was not "
             "loaded; such weights come from a diverged training, give the file of an earlier, finite epoch.")
     return loaded
-
-
-def check_zip_records(path):
-    """Every record of a zip-format file matches its stored CRC-32 (an ``UnreadableFileError`` if not).
-
-    A legacy (pickle-only) file has no checksums; ``torch.load`` checks what it can of it.
-    """
-    try:
-        if not zipfile.is_zipfile(path):
-            return
-        with zipfile.ZipFile(path) as archive:
-            damaged = archive.testzip()
-    except (OSError, EOFError, ValueError, zipfile.BadZipFile, NotImplementedError) as error:
-        raise UnreadableFileError(f"a damaged zip archive: {type(error).__name__}") from None
-    if damaged is not None:
-        raise UnreadableFileError(f"its record {damaged} does not match its stored checksum, so the file changed "
-                                  "after it was written") from None
 
 
 def first_non_finite(value, where="the file"):
