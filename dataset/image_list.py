@@ -1,5 +1,6 @@
 """The dataset every split becomes: a list of image paths with their labels."""
 import logging
+import os
 from typing import NamedTuple
 
 import numpy as np
@@ -52,7 +53,8 @@ def load_rgb(path):
     ``UnreadableImage`` with the reason; the caller names the file.
     """
     if not is_regular_file(path):
-        raise UnreadableImage("not a regular file: a pipe or device, whose reading may never end")
+        raise UnreadableImage("not a regular file: a folder, pipe or device, whose reading may never end"
+                              if os.path.exists(path) else "No such file or directory")
     try:
         with PIL.Image.open(path) as image:
             if image.mode in SIXTEEN_BIT_MODES or image.mode in ("I", "F"):
