@@ -16,6 +16,7 @@ import io
 import json
 import logging
 import math
+import shutil
 import tempfile
 import zipfile
 from pathlib import Path
@@ -207,6 +208,16 @@ def flags_of(main, subcommand=None, leave_out=()):
     flags = sorted(flag for flag in parser._option_string_actions if flag.startswith("--"))
     assert set(leave_out) <= set(flags), f"{set(leave_out) - set(flags)} are no flags of the command"
     return [flag for flag in flags if flag not in leave_out]
+
+
+@contextlib.contextmanager
+def scratch():
+    """A new temporary folder, removed however the case ends: Hypothesis also stops a case inside a draw."""
+    folder = Path(tempfile.mkdtemp(prefix="fuzz_"))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def json_bytes(value):

@@ -8,7 +8,6 @@ tests/conftest.py); ``pytest --hypothesis-profile=long`` draws new ones.
 import io
 import json
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +23,8 @@ import retrieve
 import train
 from dataset import prepare
 from tests.conftest import fuzz_examples, tiny_train_config
-from tests.fuzzing import DAMAGE_IN_PLACE, array_strategy, check_outcome, damaged, hostile_values, json_bytes
+from tests.fuzzing import (DAMAGE_IN_PLACE, array_strategy, check_outcome, damaged, hostile_values, json_bytes,
+                           scratch)
 from tests.test_table import table_config
 from tools import plot, results
 from utils.safe_load import load_torch_file
@@ -60,10 +60,6 @@ def gallery_npz(finished_run, small_images, tmp_path_factory):
     output = tmp_path_factory.mktemp("fuzz_npz") / "gallery.npz"
     assert embed.main(["--run", str(finished_run), "--images", str(small_images), "--output", str(output)]) == 0
     return output
-
-
-def scratch():
-    return Path(tempfile.mkdtemp(prefix="fuzz_"))
 
 
 def flatten(config, prefix=""):
@@ -104,14 +100,11 @@ BOUNDED_RUN = ["--set", "train_params.num_epochs=1", "--set", "train_params.max_
 @given(data=st.data())
 def test_fuzz_config_yaml_damaged_bytes(pattern_tree, data):
     valid = yaml.safe_dump(tiny_train_config(pattern_tree)).encode()
-    folder = scratch()
-    config = folder / "config.yaml"
-    config.write_bytes(data.draw(damaged(valid)))
-    try:
+    with scratch() as folder:
+        config = folder / "config.yaml"
+        config.write_bytes(data.draw(damaged(valid)))
         check_outcome(train.main, ["--config_path", str(config), "--output_dir", str(folder / "runs"),
                                    *BOUNDED_RUN], watched=[config, pattern_tree])
-    finally:
-        shutil.rmtree(folder)
 
 
 @fuzz_examples(10)
@@ -122,14 +115,11 @@ def test_fuzz_config_keys_of_the_wrong_type_or_value(pattern_tree, data):
     for key in data.draw(st.lists(st.sampled_from(keys), min_size=1, max_size=3, unique=True)):
         if all(isinstance(node, dict) for node in parents_of(raw, key)):
             set_path(raw, key, data.draw(st.one_of(hostile_values(), st.just(DELETE))))
-    folder = scratch()
-    config = folder / "config.yaml"
-    config.write_text(yaml.safe_dump(raw, allow_unicode=True))
-    try:
+    with scratch() as folder:
+        config = folder / "config.yaml"
+        config.write_text(yaml.safe_dump(raw, allow_unicode=True))
         check_outcome(train.main, ["--config_path", str(config), "--output_dir", str(folder / "runs"),
                                    *BOUNDED_RUN], watched=[config, pattern_tree])
-    finally:
-        shutil.rmtree(folder)
 
 
 # ------------------------------------------------------------------ images
@@ -154,22 +144,19 @@ def image_bytes(mode, size, suffix):
        suffix=st.sampled_from(sorted(SAVE_FORMATS)), name=st.sampled_from(NAMES), damage=st.data())
 def test_fuzz_images_of_every_mode_and_damaged_images_in_embed(finished_run, small_images, mode, size, suffix, name,
                                                                damage):
-    folder = scratch()
-    images = folder / "images"
-    shutil.copytree(small_images, images)
-    valid = image_bytes(mode, size, suffix)
-    is_damaged = valid is None or damage.draw(st.booleans())
-    content = damage.draw(damaged(valid or OTHER_IMAGE)) if is_damaged else valid
-    target = images / "class_1" / (Path(name).stem + "." + suffix)
-    target.write_bytes(content)
-    try:
+    with scratch() as folder:
+        images = folder / "images"
+        shutil.copytree(small_images, images)
+        valid = image_bytes(mode, size, suffix)
+        is_damaged = valid is None or damage.draw(st.booleans())
+        content = damage.draw(damaged(valid or OTHER_IMAGE)) if is_damaged else valid
+        target = images / "class_1" / (Path(name).stem + "." + suffix)
+        target.write_bytes(content)
         code, output = check_outcome(embed.main, ["--run", str(finished_run), "--images", str(images),
                                                   "--output", str(folder / "out.npz")],
                                      watched=[images, finished_run])
         if not is_damaged:  # unusual but valid: embedded
             assert code == 0 and "cannot be read" not in output, output[-2000:]
-    finally:
-        shutil.rmtree(folder)
 
 
 OTHER_IMAGE = image_bytes("RGB", (8, 8), "png")
@@ -205,65 +192,56 @@ def test_fuzz_weights_files_damaged_or_of_the_wrong_content(finished_run, small_
         key = data.draw(st.sampled_from(sorted(state)))
         state[key] = data.draw(pth_contents())
         content = torch_bytes(data.draw(st.one_of(st.just(state), pth_contents())))
-    folder = scratch()
-    weights = folder / "weights.pth"
-    weights.write_bytes(content)
-    try:
+    with scratch() as folder:
+        weights = folder / "weights.pth"
+        weights.write_bytes(content)
         check_outcome(embed.main, ["--weights", str(weights), "--config_path", str(finished_run / "config.yaml"),
                                    "--images", str(small_images), "--output", str(folder / "out.npz")],
                       watched=[weights, small_images, finished_run])
-    finally:
-        shutil.rmtree(folder)
 
 
 @fuzz_examples(3)
 @given(data=st.data())
 def test_fuzz_resume_checkpoints_damaged_or_of_the_wrong_content(finished_run, data):
-    folder = scratch()
-    run = folder / finished_run.name
-    shutil.copytree(finished_run, run)
-    checkpoint = run / "last.pth"
-    if data.draw(st.booleans()):
-        checkpoint.write_bytes(data.draw(damaged(checkpoint.read_bytes())))
-    else:
-        state = load_torch_file(checkpoint, "the test")
-        key = data.draw(st.sampled_from(sorted(state)))
-        state[key] = data.draw(pth_contents())
-        checkpoint.write_bytes(torch_bytes(state))
-    user_files = [path for path in run.iterdir() if path.name != "last.pth" and path.suffix != ".log"]
-    try:
+    with scratch() as folder:
+        run = folder / finished_run.name
+        shutil.copytree(finished_run, run)
+        checkpoint = run / "last.pth"
+        if data.draw(st.booleans()):
+            checkpoint.write_bytes(data.draw(damaged(checkpoint.read_bytes())))
+        else:
+            state = load_torch_file(checkpoint, "the test")
+            key = data.draw(st.sampled_from(sorted(state)))
+            state[key] = data.draw(pth_contents())
+            checkpoint.write_bytes(torch_bytes(state))
+        user_files = [path for path in run.iterdir() if path.name != "last.pth" and path.suffix != ".log"]
         code, _ = check_outcome(train.main, ["--resume", str(run)], watched=[checkpoint])
         if code == 2:  # refused: nothing of the run was touched
             assert all(path.exists() for path in user_files)
-    finally:
-        shutil.rmtree(folder)
 
 
 # ------------------------------------------------------------------ .npz embedding files
 @fuzz_examples(40)
 @given(data=st.data())
 def test_fuzz_embedding_files_damaged_or_of_the_wrong_content(gallery_npz, data):
-    folder = scratch()
-    gallery = folder / "gallery.npz"
-    if data.draw(st.booleans()):
-        gallery.write_bytes(data.draw(damaged(gallery_npz.read_bytes())))
-    else:
-        with np.load(gallery_npz, allow_pickle=False) as loaded:
-            arrays = {name: loaded[name] for name in loaded.files}
-        for _ in range(data.draw(st.integers(1, 3))):
-            name = data.draw(st.sampled_from(sorted(arrays) + ["extra"]))
-            if data.draw(st.booleans()) and name in arrays:
-                del arrays[name]
-            else:
-                arrays[name] = data.draw(array_strategy())
-        buffer = io.BytesIO()
-        np.savez(buffer, **arrays)
-        gallery.write_bytes(buffer.getvalue())
-    try:
+    with scratch() as folder:
+        gallery = folder / "gallery.npz"
+        if data.draw(st.booleans()):
+            gallery.write_bytes(data.draw(damaged(gallery_npz.read_bytes())))
+        else:
+            with np.load(gallery_npz, allow_pickle=False) as loaded:
+                arrays = {name: loaded[name] for name in loaded.files}
+            for _ in range(data.draw(st.integers(1, 3))):
+                name = data.draw(st.sampled_from(sorted(arrays) + ["extra"]))
+                if data.draw(st.booleans()) and name in arrays:
+                    del arrays[name]
+                else:
+                    arrays[name] = data.draw(array_strategy())
+            buffer = io.BytesIO()
+            np.savez(buffer, **arrays)
+            gallery.write_bytes(buffer.getvalue())
         check_outcome(retrieve.main, ["--gallery", str(gallery), "--queries", str(gallery_npz), "--top_k", "1",
                                       "--output", str(folder / "out")], watched=[gallery, gallery_npz])
-    finally:
-        shutil.rmtree(folder)
 
 
 # ------------------------------------------------------------------ a table of one's own data (dataset_short: table)
@@ -294,17 +272,14 @@ def hostile_table_rows(data):
 @given(data=st.data())
 def test_fuzz_table_of_ones_own_data_in_train(pattern_tree, data):
     """The table is the dataset list a user writes by hand: damaged, or rows of the wrong content."""
-    folder = scratch()
-    table = folder / "table.csv"
-    table.write_bytes(data.draw(damaged(valid_table(pattern_tree))) if data.draw(st.booleans())
-                      else hostile_table_rows(data))
-    config = folder / "config.yaml"
-    config.write_text(yaml.safe_dump(table_config(pattern_tree, table)))
-    try:
+    with scratch() as folder:
+        table = folder / "table.csv"
+        table.write_bytes(data.draw(damaged(valid_table(pattern_tree))) if data.draw(st.booleans())
+                          else hostile_table_rows(data))
+        config = folder / "config.yaml"
+        config.write_text(yaml.safe_dump(table_config(pattern_tree, table)))
         check_outcome(train.main, ["--config_path", str(config), "--output_dir", str(folder / "runs"),
                                    *BOUNDED_RUN], watched=[table, pattern_tree])
-    finally:
-        shutil.rmtree(folder)
 
 
 # ------------------------------------------------------------------ damaged in place: refused, or read as written
@@ -321,15 +296,13 @@ def test_fuzz_a_weights_file_damaged_in_place_is_refused_or_loads_as_written(dat
     written = {"conv.weight": torch.randn(4, 3, 3, generator=generator), "epoch": 3,
                "optimizer": {"state": {0: {"step": torch.tensor(5.0)}}, "lr": [0.1, 0.01]},
                "labels": torch.arange(6)}
-    folder = scratch()
-    copy = folder / "last.pth"
-    copy.write_bytes(data.draw(damaged(torch_bytes(written), DAMAGE_IN_PLACE)))
-    try:
-        loaded = load_torch_file(copy, "the test")
-    except (UnreadableFileError, UserInputError):
-        return
-    finally:
-        shutil.rmtree(folder)
+    with scratch() as folder:
+        copy = folder / "last.pth"
+        copy.write_bytes(data.draw(damaged(torch_bytes(written), DAMAGE_IN_PLACE)))
+        try:
+            loaded = load_torch_file(copy, "the test")
+        except (UnreadableFileError, UserInputError):
+            return
     assert same_content(loaded, written)
 
 
@@ -352,15 +325,13 @@ def test_fuzz_an_embedding_file_damaged_in_place_is_refused_or_reads_as_written(
     from inference.embedding_file import read_arrays
     from utils.errors import UserInputError
     written = read_arrays(gallery_npz, "--gallery", (), "embed.py")
-    folder = scratch()
-    copy = folder / "gallery.npz"
-    copy.write_bytes(data.draw(damaged(gallery_npz.read_bytes(), DAMAGE_IN_PLACE)))
-    try:
-        loaded = read_arrays(copy, "--gallery", (), "embed.py")
-    except UserInputError:
-        return
-    finally:
-        shutil.rmtree(folder)
+    with scratch() as folder:
+        copy = folder / "gallery.npz"
+        copy.write_bytes(data.draw(damaged(gallery_npz.read_bytes(), DAMAGE_IN_PLACE)))
+        try:
+            loaded = read_arrays(copy, "--gallery", (), "embed.py")
+        except UserInputError:
+            return
     assert loaded.keys() == written.keys()
     assert all(loaded[name].dtype == written[name].dtype and np.array_equal(loaded[name], written[name])
                for name in written)
@@ -381,19 +352,17 @@ def test_fuzz_a_gallery_index_damaged_in_place_is_refused_or_reads_as_written(ga
     """faiss reads an index without checking it: the SHA-256 in the sidecar must catch every changed byte."""
     from inference.gallery_index import load_gallery_index, sidecar_path
     from utils.errors import UserInputError
-    folder = scratch()
-    copy = folder / gallery_index.name
-    shutil.copy(gallery_index, copy)
-    shutil.copy(sidecar_path(gallery_index), sidecar_path(copy))
-    target = sidecar_path(copy) if in_sidecar else copy
-    target.write_bytes(data.draw(damaged(target.read_bytes(), DAMAGE_IN_PLACE)))
-    changed = copy.read_bytes() != gallery_index.read_bytes()
-    try:
-        load_gallery_index(copy, "--gallery")
-    except UserInputError:
-        return
-    finally:
-        shutil.rmtree(folder)
+    with scratch() as folder:
+        copy = folder / gallery_index.name
+        shutil.copy(gallery_index, copy)
+        shutil.copy(sidecar_path(gallery_index), sidecar_path(copy))
+        target = sidecar_path(copy) if in_sidecar else copy
+        target.write_bytes(data.draw(damaged(target.read_bytes(), DAMAGE_IN_PLACE)))
+        changed = copy.read_bytes() != gallery_index.read_bytes()
+        try:
+            load_gallery_index(copy, "--gallery")
+        except UserInputError:
+            return
     assert not changed, "a changed index file was read"
 
 
@@ -418,15 +387,14 @@ def structured_replacement(name, data):
 @fuzz_examples(4)
 @given(name=st.sampled_from(RUN_FILES), data=st.data())
 def test_fuzz_run_folder_records_in_results_plot_embed_and_resume(finished_run, small_images, name, data):
-    folder = scratch()
-    run = folder / finished_run.name
-    shutil.copytree(finished_run, run)
-    target = run / name
-    if data.draw(st.booleans()):
-        target.write_bytes(data.draw(damaged(target.read_bytes())))
-    else:
-        target.write_bytes(structured_replacement(name, data))
-    try:
+    with scratch() as folder:
+        run = folder / finished_run.name
+        shutil.copytree(finished_run, run)
+        target = run / name
+        if data.draw(st.booleans()):
+            target.write_bytes(data.draw(damaged(target.read_bytes())))
+        else:
+            target.write_bytes(structured_replacement(name, data))
         check_outcome(results.main, [str(run)], watched=[run])
         check_outcome(plot.main, [str(run), "--output", str(folder / "plot.png")], watched=[run])
         if name in READ_BY_EMBED:
@@ -434,8 +402,6 @@ def test_fuzz_run_folder_records_in_results_plot_embed_and_resume(finished_run, 
                                        "--output", str(folder / "out.npz")], watched=[run, small_images])
         if name in READ_BY_RESUME:
             check_outcome(train.main, ["--resume", str(run)], watched=[run / "last.pth", run / "metrics.csv"])
-    finally:
-        shutil.rmtree(folder)
 
 
 # ------------------------------------------------------------------ dataset lists and annotation files
@@ -482,16 +448,13 @@ def structured_list(data):
 @fuzz_examples(40)
 @given(dataset=st.sampled_from(sorted(DOWNLOADS)), data=st.data())
 def test_fuzz_dataset_lists_and_annotations_in_prepare(dataset, data):
-    folder = scratch()
-    download = folder / "download"
-    make, listed = DOWNLOADS[dataset]
-    make(download)
-    target = download / listed
-    if data.draw(st.booleans()) or dataset == "cars":
-        target.write_bytes(data.draw(damaged(target.read_bytes())))
-    else:
-        target.write_bytes(structured_list(data))
-    try:
+    with scratch() as folder:
+        download = folder / "download"
+        make, listed = DOWNLOADS[dataset]
+        make(download)
+        target = download / listed
+        if data.draw(st.booleans()) or dataset == "cars":
+            target.write_bytes(data.draw(damaged(target.read_bytes())))
+        else:
+            target.write_bytes(structured_list(data))
         check_outcome(prepare.main, [dataset, str(download), str(folder / "out")], watched=[download])
-    finally:
-        shutil.rmtree(folder)

@@ -8,8 +8,6 @@ no traceback, no file of the user's changed. The benchmarks stop where
 their measurement would start (``ReachedWork``): only their flags are tested.
 """
 import importlib
-import shutil
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -24,7 +22,7 @@ import retrieve
 import train
 from dataset import prepare
 from tests.conftest import fuzz_examples, tiny_train_config
-from tests.fuzzing import check_outcome, flags_of, hostile_numbers, hostile_text
+from tests.fuzzing import check_outcome, flags_of, hostile_numbers, hostile_text, scratch
 from tests.test_fuzz_files import BOUNDED_RUN, finished_run, gallery_npz, small_images  # noqa: F401 - fixtures
 from tools import plot, results
 
@@ -58,10 +56,6 @@ def argv_of(flags, value_strategy):
     return st.lists(pair, max_size=4).map(lambda pairs: [part for pair in pairs for part in pair if part is not None])
 
 
-def scratch():
-    return Path(tempfile.mkdtemp(prefix="fuzz_flags_"))
-
-
 # --output_dir is the test's own scratch folder: a run folder written into a drawn folder of the user's is
 # the command doing its job, yet it would read as a changed user file.
 TRAIN_FLAGS = flags_of(train.main, leave_out=["--output_dir"])
@@ -70,14 +64,11 @@ TRAIN_FLAGS = flags_of(train.main, leave_out=["--output_dir"])
 @fuzz_examples(15)
 @given(data=st.data())
 def test_fuzz_train_flags(user_files, pattern_tree, data):
-    folder = scratch()
-    drawn = data.draw(argv_of(TRAIN_FLAGS, values(user_files, pattern_tree)))
-    argv = ["--config_path", str(user_files / "config.yaml"), "--output_dir", str(folder / "runs"), *drawn,
-            *BOUNDED_RUN]
-    try:
+    with scratch() as folder:
+        drawn = data.draw(argv_of(TRAIN_FLAGS, values(user_files, pattern_tree)))
+        argv = ["--config_path", str(user_files / "config.yaml"), "--output_dir", str(folder / "runs"), *drawn,
+                *BOUNDED_RUN]
         check_outcome(train.main, argv, watched=[user_files, pattern_tree])
-    finally:
-        shutil.rmtree(folder)
 
 
 
@@ -85,86 +76,68 @@ def test_fuzz_train_flags(user_files, pattern_tree, data):
 @fuzz_examples(5)
 @given(data=st.data())
 def test_fuzz_embed_flags(user_files, finished_run, small_images, data):
-    folder = scratch()
-    drawn = data.draw(argv_of(flags_of(embed.main), values(user_files, finished_run, small_images, folder / "new.npz")))
-    try:
+    with scratch() as folder:
+        drawn = data.draw(argv_of(flags_of(embed.main), values(user_files, finished_run, small_images, folder / "new.npz")))
         check_outcome(embed.main, ["--run", str(finished_run), "--images", str(small_images),
                                    "--output", str(folder / "out.npz"), *drawn],
                       watched=[user_files, finished_run, small_images])
-    finally:
-        shutil.rmtree(folder)
 
 
 @fuzz_examples(25)
 @given(data=st.data())
 def test_fuzz_retrieve_flags(user_files, gallery_npz, small_images, data):
-    folder = scratch()
-    drawn = data.draw(argv_of(flags_of(retrieve.main), values(user_files, gallery_npz, small_images, folder / "new")))
-    try:
+    with scratch() as folder:
+        drawn = data.draw(argv_of(flags_of(retrieve.main), values(user_files, gallery_npz, small_images, folder / "new")))
         check_outcome(retrieve.main, ["--gallery", str(gallery_npz), "--queries", str(gallery_npz), "--top_k", "1",
                                       "--output", str(folder / "out"), *drawn],
                       watched=[user_files, gallery_npz, small_images])
-    finally:
-        shutil.rmtree(folder)
 
 
 @fuzz_examples(5)
 @given(data=st.data())
 def test_fuzz_index_flags(user_files, gallery_npz, data):
-    folder = scratch()
-    drawn = data.draw(argv_of(flags_of(index.main), values(user_files, gallery_npz, folder / "new.index")))
-    try:
+    with scratch() as folder:
+        drawn = data.draw(argv_of(flags_of(index.main), values(user_files, gallery_npz, folder / "new.index")))
         check_outcome(index.main, ["--gallery", str(gallery_npz), "--kind", "flat", "--output",
                                    str(folder / "out.index"), *drawn], watched=[user_files, gallery_npz])
-    finally:
-        shutil.rmtree(folder)
 
 
 @fuzz_examples(3)
 @given(data=st.data())
 def test_fuzz_export_flags(user_files, finished_run, data):
     """Not ``--check`` or ``--tolerance``: a check that finds a difference above the tolerance exits 1 by design."""
-    folder = scratch()
-    drawn = data.draw(argv_of(flags_of(export.main, leave_out=["--check", "--tolerance"]),
-                              values(user_files, finished_run, folder / "new.pt")))
-    try:
+    with scratch() as folder:
+        drawn = data.draw(argv_of(flags_of(export.main, leave_out=["--check", "--tolerance"]),
+                                  values(user_files, finished_run, folder / "new.pt")))
         check_outcome(export.main, ["--run", str(finished_run), "--format", "torchscript", "--output",
                                     str(folder / "model.pt"), *drawn], watched=[user_files, finished_run])
-    finally:
-        shutil.rmtree(folder)
 
 
 @fuzz_examples(5)
 @given(data=st.data())
 def test_fuzz_prepare_results_and_plot_arguments(user_files, finished_run, data):
-    folder = scratch()
-    # Not the whole file system: tools.results would (rightly) search all of "/" for run folders.
-    pool = values(user_files, finished_run, finished_run.parent, folder / "new").filter(
-        lambda value: value.strip() not in ("/", "../..", "~", "$HOME") and not value.startswith(("/", "..")) or
-        value.startswith(str(user_files.parent)))
-    dataset = data.draw(st.one_of(st.sampled_from(["sop", "inshop", "cars"]), hostile_text()))
-    arguments = data.draw(st.lists(pool, max_size=3))
-    try:
+    with scratch() as folder:
+        # Not the whole file system: tools.results would (rightly) search all of "/" for run folders.
+        pool = values(user_files, finished_run, finished_run.parent, folder / "new").filter(
+            lambda value: value.strip() not in ("/", "../..", "~", "$HOME") and not value.startswith(("/", "..")) or
+            value.startswith(str(user_files.parent)))
+        dataset = data.draw(st.one_of(st.sampled_from(["sop", "inshop", "cars"]), hostile_text()))
+        arguments = data.draw(st.lists(pool, max_size=3))
         watched = [user_files, finished_run]
         check_outcome(prepare.main, [dataset, *arguments], watched=watched)
         check_outcome(results.main, [*arguments, *data.draw(argv_of(flags_of(results.main), pool))],
                       watched=watched)
         check_outcome(plot.main, [*arguments, *data.draw(argv_of(flags_of(plot.main), pool))], watched=watched)
-    finally:
-        shutil.rmtree(folder)
 
 
 @fuzz_examples(60)
 @given(data=st.data())
 def test_fuzz_prepare_table_flags(user_files, small_images, data):
     """The table subcommand's own flags (its --seed -1 was a NumPy ValueError reported as a bug)."""
-    folder = scratch()
-    drawn = data.draw(argv_of(flags_of(prepare.main, "table"), values(user_files, small_images, folder / "new.csv")))
-    try:
+    with scratch() as folder:
+        drawn = data.draw(argv_of(flags_of(prepare.main, "table"), values(user_files, small_images, folder / "new.csv")))
         check_outcome(prepare.main, ["table", str(small_images), str(folder / "table.csv"), *drawn],
                       watched=[user_files, small_images])
-    finally:
-        shutil.rmtree(folder)
 
 
 class ReachedWork(BaseException):
@@ -200,15 +173,12 @@ def test_fuzz_benchmark_flags(user_files, monkeypatch, name, data):
     module = importlib.import_module(name)
     for attribute, replacement in BENCHMARKS[name]:
         monkeypatch.setattr(module, attribute, replacement)
-    folder = scratch()
-    drawn = data.draw(argv_of(flags_of(module.main), values(user_files, folder / "new")))
-    try:
+    with scratch() as folder:
+        drawn = data.draw(argv_of(flags_of(module.main), values(user_files, folder / "new")))
         try:
             check_outcome(module.main, drawn, watched=[user_files])
         except ReachedWork:
             pass
-    finally:
-        shutil.rmtree(folder)
 
 
 def test_every_benchmark_is_fuzzed():
