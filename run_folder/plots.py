@@ -70,7 +70,7 @@ def plot_run(run_dir, rows, loss_columns, metric_columns, title, metric_split, s
 def plot_runs(runs, path, title):
     """Several runs overlaid: one panel per metric (and the total loss), one colour per run.
 
-    ``runs`` is a list of ``(name, rows, best_epoch)``.
+    ``runs`` is a list of ``(name, rows, best_epoch)``; ``path`` is a new file, never replaced.
     """
     metrics = []
     for _, rows, _ in runs:
@@ -101,7 +101,7 @@ def plot_runs(runs, path, title):
                   frameon=False)
     figure.suptitle(f"{title} (stars: best epoch of each)")
     figure.tight_layout(rect=(0, 0.06 + 0.03 * ((len(runs) - 1) // 3), 1, 1))
-    _save(figure, path)
+    _save(figure, path, replace=False)
 
 
 def _points(rows, column):
@@ -147,11 +147,11 @@ def _finish_axis(axis, epoch_range, ylabel, title, events):
         axis.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, fontsize=9)
 
 
-def _save(figure, path):
+def _save(figure, path, replace=True):
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight")
     plt.close(figure)
-    atomic_write(path, buffer.getvalue())
+    atomic_write(path, buffer.getvalue(), replace=replace)
 
 
 def plot_bars(names, panels, path, title):

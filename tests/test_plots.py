@@ -75,6 +75,20 @@ def test_tools_plot_overlays_two_runs_in_one_png(tmp_path):
     assert width > 600 and height > 300
 
 
+def test_tools_plot_never_replaces_a_file(tmp_path, monkeypatch, caplog):
+    """--output naming a file of the user's replaced it; without --output the next free name is taken."""
+    run = write_run(tmp_path / "runs" / "a", rows_of([0, 1, 2]))
+    mine = tmp_path / "mine.png"
+    mine.write_bytes(b"the user's picture")
+    assert plot_tool.main([str(run), "--output", str(mine)]) == 2
+    assert mine.read_bytes() == b"the user's picture" and "already exists" in caplog.text
+    monkeypatch.chdir(tmp_path)
+    for _ in range(3):
+        assert plot_tool.main([str(run)]) == 0
+    assert sorted(path.name for path in tmp_path.glob("runs_compared*.png")) == [
+        "runs_compared.png", "runs_compared_1.png", "runs_compared_2.png"]
+
+
 def test_tools_plot_takes_the_best_epoch_from_the_curve_of_an_unfinished_run(tmp_path):
     run = write_run(tmp_path / "run", rows_of([0, 1, 2]))
     assert plot_tool.best_epoch(run, plot_tool.read_rows(run)) == 2

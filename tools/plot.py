@@ -21,7 +21,7 @@ from run_folder.history import is_metric_column
 from run_folder.layout import CONFIG_NAME, METRICS_CSV_NAME, SUMMARY_NAME
 from run_folder.plots import plot_runs
 from schema.loading import DuplicateKey, ExpandsTooFar, safe_load_unique_keys
-from utils.boundary import command
+from utils.boundary import check_new_outputs, command
 from utils.console import setup_console_logging
 from utils.text_files import read_json_object
 
@@ -33,7 +33,8 @@ DEFAULT_OUTPUT = "runs_compared.png"
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(prog="python -m tools.plot", description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", metavar="RUN", help="Run folders (each holds metrics.csv).")
-    parser.add_argument("--output", default=DEFAULT_OUTPUT, help=f"PNG file to write (default: {DEFAULT_OUTPUT}).")
+    parser.add_argument("--output", help=f"The PNG file to write, a new one (default: {DEFAULT_OUTPUT} in this "
+                                         "folder, or the first of runs_compared_1.png, ... that is free).")
     return parser.parse_args(argv)
 
 
@@ -112,6 +113,15 @@ def _number(value):
     return int(number) if number.is_integer() and "." not in value and "e" not in value.lower() else number
 
 
+def first_free(name):
+    """``name`` in this folder, or ``<stem>_1<suffix>``, ``_2``, ... if taken: a plot never replaces a file."""
+    path, number = Path(name), 0
+    while path.exists():
+        number += 1
+        path = Path(f"{Path(name).stem}_{number}{Path(name).suffix}")
+    return path
+
+
 @command("tools.plot")
 def main(argv=None):
     setup_console_logging()
@@ -121,9 +131,7 @@ def main(argv=None):
         rows = read_rows(run)
         runs.append((Path(run).resolve().name, rows, best_epoch(run, rows)))
         datasets.append(dataset_of(run))
-    output = Path(args.output)
-    if not output.parent.is_dir():
-        raise UserInputError(f"--output {output}: the folder {output.parent} does not exist; create it first.")
+    output = check_new_outputs(Path(args.output), [Path(args.output)]) if args.output else first_free(DEFAULT_OUTPUT)
     named = sorted({dataset for dataset in datasets if dataset})
     plot_runs(runs, output, title=f"{len(runs)} runs" + (f" on {', '.join(named)}" if named else ""))
     logger.info("Wrote %s (%d runs)", output, len(runs))
