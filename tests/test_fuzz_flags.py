@@ -77,7 +77,8 @@ def test_fuzz_train_flags(user_files, pattern_tree, data):
 @given(data=st.data())
 def test_fuzz_embed_flags(user_files, finished_run, small_images, data):
     with scratch() as folder:
-        drawn = data.draw(argv_of(flags_of(embed.main), values(user_files, finished_run, small_images, folder / "new.npz")))
+        drawn = data.draw(argv_of(flags_of(embed.main),
+                                  values(user_files, finished_run, small_images, folder / "new.npz")))
         check_outcome(embed.main, ["--run", str(finished_run), "--images", str(small_images),
                                    "--output", str(folder / "out.npz"), *drawn],
                       watched=[user_files, finished_run, small_images])
@@ -87,7 +88,8 @@ def test_fuzz_embed_flags(user_files, finished_run, small_images, data):
 @given(data=st.data())
 def test_fuzz_retrieve_flags(user_files, gallery_npz, small_images, data):
     with scratch() as folder:
-        drawn = data.draw(argv_of(flags_of(retrieve.main), values(user_files, gallery_npz, small_images, folder / "new")))
+        drawn = data.draw(argv_of(flags_of(retrieve.main),
+                                  values(user_files, gallery_npz, small_images, folder / "new")))
         check_outcome(retrieve.main, ["--gallery", str(gallery_npz), "--queries", str(gallery_npz), "--top_k", "1",
                                       "--output", str(folder / "out"), *drawn],
                       watched=[user_files, gallery_npz, small_images])
@@ -135,7 +137,8 @@ def test_fuzz_prepare_results_and_plot_arguments(user_files, finished_run, data)
 def test_fuzz_prepare_table_flags(user_files, small_images, data):
     """The table subcommand's own flags (its --seed -1 was a NumPy ValueError reported as a bug)."""
     with scratch() as folder:
-        drawn = data.draw(argv_of(flags_of(prepare.main, "table"), values(user_files, small_images, folder / "new.csv")))
+        drawn = data.draw(argv_of(flags_of(prepare.main, "table"),
+                                  values(user_files, small_images, folder / "new.csv")))
         check_outcome(prepare.main, ["table", str(small_images), str(folder / "table.csv"), *drawn],
                       watched=[user_files, small_images])
 
