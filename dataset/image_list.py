@@ -8,7 +8,6 @@ import PIL.Image
 import torch.utils.data
 
 from utils.errors import UserInputError
-from utils.text_files import is_regular_file
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +51,7 @@ def load_rgb(path):
     ``PIL.Image.MAX_IMAGE_PIXELS`` allows, before allocating them) is an
     ``UnreadableImage`` with the reason; the caller names the file.
     """
-    if not is_regular_file(path):
+    if not os.path.isfile(path):  # a regular file: a pipe or a device may block or never end
         raise UnreadableImage("not a regular file: a folder, pipe or device, whose reading may never end"
                               if os.path.exists(path) else "No such file or directory")
     try:

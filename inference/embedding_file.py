@@ -17,7 +17,6 @@ from evaluation.neighbours import DISTANCES
 from utils.archives import check_zip_records
 from utils.errors import UserInputError
 from utils.io import atomic_write
-from utils.text_files import is_regular_file
 
 REQUIRED_ARRAYS = ("embeddings", "paths", "root", "distance")
 
@@ -73,7 +72,7 @@ def read_arrays(path, flag, required, made_by, problem_of=None):
     together (``item_problem``, and ``problem_of(arrays)`` for what the caller
     adds): a ``UserInputError``; a damaged or edited file is never partly used.
     """
-    if not is_regular_file(path):
+    if not Path(path).is_file():  # a pipe or a device may block or never end
         raise UserInputError(f"{flag} {path} is not a file (missing, or a folder, pipe or device); give the .npz "
                              f"file of {made_by}.")
     try:

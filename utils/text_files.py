@@ -6,25 +6,15 @@
 and run-folder record is read here instead (a JSON record through ``read_json_object``).
 """
 import json
-import os
-import stat
 from pathlib import Path
 
 from utils.errors import UserInputError
 
 
-def is_regular_file(path):
-    """A regular file, or a link to one: reading a pipe or a device (``/dev/zero``) may block or never end."""
-    try:
-        return stat.S_ISREG(os.stat(path).st_mode)
-    except (OSError, ValueError):
-        return False
-
-
 def read_text(path, what):
     """The text of ``path``; ``what`` names the file for the sentence (e.g. 'Config file')."""
     path = Path(path)
-    if path.exists() and not is_regular_file(path):
+    if path.exists() and not path.is_file():  # a pipe or a device (/dev/zero) may block or never end
         raise UserInputError(f"The {what} {path} is not a regular file (a folder, pipe or device); give the path "
                              "of a file.")
     try:
